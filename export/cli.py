@@ -1,0 +1,73 @@
+"""``cnnserve export VARIANT``: argparse wiring for :func:`cnnserve.export.exporter.export_variant`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from cnnserve.export.onnx_convert import DEFAULT_OPSET
+from cnnserve.training.data import DEFAULT_DATA
+from cnnserve.training.registry import VARIANTS
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``export`` subcommand on an ``add_subparsers()`` object; returns its parser."""
+    parser = subparsers.add_parser(
+        "export",
+        help="convert a trained variant to ONNX, prove parity, and write it to the model repository",
+        description="Convert ARTIFACTS/VARIANT/savedmodel to ONNX, check it, prove ONNX Runtime vs "
+        "TensorFlow parity on the held-out digits, and install it in the Triton-layout repository. "
+        "Nothing is written to the repository when a check fails.",
+    )
+    parser.add_argument("variant", metavar="VARIANT", choices=sorted(VARIANTS), help="one of %(choices)s")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="default %(default)s")
+    parser.add_argument("--model-repository", type=Path, default=Path("models"), help="default %(default)s")
+    parser.add_argument("--version", type=int, default=1, help="model version folder (default %(default)s)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data file training used")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    parser.add_argument(
+        "--parity-samples", type=int, default=None, help="held-out digits for parity (default: all, >= 256)"
+    )
+    parser.set_defaults(func=run_export)
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from cnnserve.export.exporter import export_variant
+    from cnnserve.export.parity import ParityError
+
+    try:
+        out = export_variant(
+            args.variant,
+            artifacts=args.artifacts,
+            repository=args.model_repository,
+            version=args.version,
+            data_path=args.data,
+            opset=args.opset,
+            parity_samples=args.parity_samples,
+        )
+    except ParityError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 2
+    parity = json.loads((out / "metadata.json").read_text())["parity"]
+    print(
+        f"{args.variant}: parity on {parity['samples']} held-out digits: top-1 agreement "
+        f"{parity['top1_agreement']:.4f}, max |dprob| {parity['max_abs_diff']:.2e} -> {out}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: ``python -m cnnserve.export.cli export VARIANT``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="cnnserve")
+    add_export_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Export a trained variant into the Triton-layout model repository, with ONNX parity proven first.
+
+Python API: :func:`export_variant`. CLI: ``cnnserve export VARIANT`` (see ``cli.py``).
+
+Everything is built in a staging folder beside the repository and moved into place only after the
+ONNX model passed ``onnx.checker`` and the parity check, so a failed export writes nothing into the
+repository. Layout (``models/NAME/``): ``config.pbtxt``, ``labels.txt``, ``<version>/model.onnx``,
+``<version>/model.savedmodel/``, ``<version>/model.keras``, ``<version>/metadata.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from cnnserve.export.onnx_convert import DEFAULT_OPSET, savedmodel_to_onnx
+from cnnserve.export.parity import MAX_ABS_DIFF, MIN_SAMPLES, check_parity, onnx_session, predict_onnx
+from cnnserve.export.triton_config import KSERVE_DATATYPES, ModelConfig, TensorConfig, render_config
+from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
+from cnnserve.training.data import DEFAULT_DATA, file_sha256, indices_sha256, load_dataset, split_dataset
+from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
+
+logger = logging.getLogger(__name__)
+
+METADATA_SCHEMA_VERSION = 1
+
+
+class ExportError(RuntimeError):
+    """The artifacts cannot be exported (missing, inconsistent with the data, or failed checks)."""
+
+
+def triton_config(variant: Variant, name: str) -> ModelConfig:
+    h, w, c = variant.input_shape
+    return ModelConfig(
+        name=name,
+        inputs=(TensorConfig(INPUT_NAME, "uint8", (h, w, c), format="FORMAT_NHWC"),),
+        outputs=(TensorConfig(OUTPUT_NAME, "float32", (variant.num_classes,), label_filename="labels.txt"),),
+        max_batch_size=variant.max_batch_size,
+        max_queue_delay_microseconds=variant.max_queue_delay_microseconds,
+    )
+
+
+def heldout_samples(variant: Variant, data_path: Path, train_meta: dict, limit: int | None):
+    """The held-out digits training used, verified against the training metadata."""
+    data = load_dataset(variant.dataset, data_path)
+    if data.sha256 != train_meta["data"]["sha256"]:
+        raise ExportError(
+            f"{data_path} (sha256 {data.sha256[:12]}) is not the file {variant.name} was trained on "
+            f"({train_meta['data']['path']}, sha256 {train_meta['data']['sha256'][:12]})"
+        )
+    split = split_dataset(data)
+    if indices_sha256(split.heldout) != train_meta["split"]["heldout_indices_sha256"]:
+        raise ExportError("The held-out split differs from the one recorded at training time")
+    idx = split.heldout if limit is None else split.heldout[:limit]
+    return data, data.x[idx], data.y[idx]
+
+
+def _tf_probabilities(savedmodel: Path, x: np.ndarray) -> np.ndarray:
+    from cnnserve.training.train import predict_savedmodel
+
+    return predict_savedmodel(savedmodel, x)
+
+
+def _metadata(
+    variant: Variant,
+    name: str,
+    version: int,
+    train_meta: dict,
+    parity: dict,
+    hashes: dict,
+    opset: int,
+) -> dict:
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    h, w, c = variant.input_shape
+    pre = variant.preprocessing
+    return {
+        "schema_version": METADATA_SCHEMA_VERSION,
+        "name": name,
+        "variant": variant.name,
+        "version": version,
+        "description": variant.description,
+        "input": {
+            "name": INPUT_NAME,
+            "datatype": KSERVE_DATATYPES["TYPE_UINT8"],
+            "shape": [-1, h, w, c],
+            "layout": "NHWC",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "datatype": KSERVE_DATATYPES["TYPE_FP32"],
+            "shape": [-1, variant.num_classes],
+        },
+        "labels": list(variant.labels),
+        "preprocessing": {
+            "height": h,
+            "width": w,
+            "channels": c,
+            "color_mode": pre.color_mode,
+            "resize": pre.resize,
+            "value_range": [0, 255],
+            "in_graph": pre.in_graph,
+            "scale": pre.scale,
+            "offset": pre.offset,
+            "invert_hint": pre.invert_hint,
+        },
+        "layers": train_meta["layers"],
+        "metrics": train_meta["metrics"],
+        "training": train_meta["training"],
+        "split": {k: v for k, v in train_meta["split"].items() if k != "heldout_indices"},
+        "parity": parity,
+        "batching": {
+            "max_batch_size": variant.max_batch_size,
+            "max_queue_delay_microseconds": variant.max_queue_delay_microseconds,
+        },
+        "hashes": hashes,
+        "export": {
+            "opset": opset,
+            "tf2onnx": tf2onnx.__version__,
+            "onnx": onnx.__version__,
+            "tensorflow": tf.__version__,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def _install(staged_model: Path, target: Path, version: int) -> None:
+    """Move a staged ``NAME/`` folder into the repository.
+
+    A new model is one rename. For an existing model only this version's folder is swapped (the old
+    one renamed aside first), then ``config.pbtxt`` and ``labels.txt`` are replaced with ``os.replace``;
+    other versions are left alone.
+    """
+    if not target.exists():
+        staged_model.rename(target)
+        return
+    new_version, old_version = staged_model / str(version), target / str(version)
+    if old_version.exists():
+        trash = target / f".{version}.old"
+        shutil.rmtree(trash, ignore_errors=True)
+        old_version.rename(trash)
+        new_version.rename(old_version)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        new_version.rename(old_version)
+    for fname in ("labels.txt", "config.pbtxt"):
+        os.replace(staged_model / fname, target / fname)
+
+
+def export_variant(
+    name: str,
+    artifacts: str | Path = "artifacts",
+    repository: str | Path = "models",
+    version: int = 1,
+    data_path: str | Path = DEFAULT_DATA,
+    opset: int = DEFAULT_OPSET,
+    parity_samples: int | None = None,
+    tolerance: float = MAX_ABS_DIFF,
+) -> Path:
+    """Convert ``<artifacts>/<name>/savedmodel`` to ONNX, prove parity, and install it; returns the
+    version folder ``<repository>/<name>/<version>/``.
+
+    Parity runs on the held-out digits recorded at training time (all of them by default, at least
+    256): onnxruntime (CPU) against the SavedModel's serving signature must agree on every top-1 class
+    and within ``tolerance`` on every probability, else :class:`~cnnserve.export.parity.ParityError`.
+    """
+    variant = get_variant(name)
+    if version < 1:
+        raise ValueError(f"Model version must be >= 1. Received: {version}")
+    if parity_samples is not None and parity_samples < MIN_SAMPLES:
+        raise ValueError(f"--parity-samples must be >= {MIN_SAMPLES}. Received: {parity_samples}")
+    paths = ArtifactPaths.of(artifacts, name)
+    train_meta = paths.read_metadata()
+    for required in (paths.savedmodel, paths.keras_model):
+        if not required.exists():
+            raise ExportError(f"Missing training artifact {required}; run `cnnserve train {name}` again")
+    if tree_sha256(paths.savedmodel) != train_meta["hashes"]["savedmodel_sha256"]:
+        raise ExportError(f"{paths.savedmodel} changed since training (sha256 differs from the metadata)")
+
+    data, x, _ = heldout_samples(variant, Path(data_path), train_meta, parity_samples)
+    repository = Path(repository)
+    repository.resolve().parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".cnnserve-export-{name}-", dir=repository.resolve().parent))
+    try:
+        staged = staging / name
+        vdir = staged / str(version)
+        vdir.mkdir(parents=True)
+        onnx_path = vdir / "model.onnx"
+        model = savedmodel_to_onnx(
+            paths.savedmodel,
+            variant.input_shape,
+            INPUT_NAME,
+            OUTPUT_NAME,
+            opset=opset,
+            doc={"variant": name, "labels": ",".join(variant.labels), "version": str(version)},
+        )
+        onnx_path.write_bytes(model.SerializeToString())
+
+        session = onnx_session(onnx_path)
+        onnx_probs = predict_onnx(session, x, INPUT_NAME, OUTPUT_NAME)
+        tf_probs = _tf_probabilities(paths.savedmodel, x)
+        report = check_parity(tf_probs, onnx_probs, tolerance, provider=session.get_providers()[0])
+        logger.info(
+            "Parity on %d held-out digits: top-1 %.4f, max |dp| %.3g",
+            report.samples, report.top1_agreement, report.max_abs_diff,
+        )  # fmt: skip
+
+        shutil.copytree(paths.savedmodel, vdir / "model.savedmodel")
+        shutil.copy2(paths.keras_model, vdir / "model.keras")
+        hashes = {
+            "onnx_sha256": file_sha256(onnx_path),
+            "savedmodel_sha256": tree_sha256(vdir / "model.savedmodel"),
+            "keras_sha256": file_sha256(vdir / "model.keras"),
+            "data_sha256": data.sha256,
+        }
+        meta = _metadata(variant, name, version, train_meta, report.as_dict(), hashes, opset)
+        (vdir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (staged / "labels.txt").write_text("".join(f"{label}\n" for label in variant.labels))
+        (staged / "config.pbtxt").write_text(render_config(triton_config(variant, name)))
+
+        repository.mkdir(parents=True, exist_ok=True)
+        _install(staged, repository / name, version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    target = repository / name / str(version)
+    logger.info("Exported %s version %d -> %s", name, version, target)
+    return target

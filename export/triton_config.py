@@ -1,0 +1,98 @@
+"""Triton model configuration (``config.pbtxt``) in protobuf text format, written without protobuf.
+
+Only the fields we use, with Triton's exact field names and enum spellings (``model_config.proto``):
+``name``, ``platform``, ``max_batch_size``, ``input``/``output`` (``name``, ``data_type``, ``format``,
+``dims``, ``label_filename``), ``dynamic_batching.max_queue_delay_microseconds`` and ``instance_group``.
+With ``max_batch_size > 0`` the ``dims`` exclude the batch dimension, as Triton expects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+# NumPy dtype name -> Triton DataType enum.
+TRITON_DTYPES = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+    "object": "TYPE_STRING",
+}
+# Triton DataType enum -> KServe v2 datatype string (used in metadata.json).
+KSERVE_DATATYPES = {v: v.removeprefix("TYPE_").replace("STRING", "BYTES") for v in TRITON_DTYPES.values()}
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    name: str
+    dtype: str
+    """NumPy dtype name, e.g. ``"uint8"``."""
+    dims: tuple[int, ...]
+    """Shape without the batch dimension; -1 for a variable dimension."""
+    format: str | None = None
+    """``FORMAT_NHWC`` / ``FORMAT_NCHW`` for image inputs, else None."""
+    label_filename: str | None = None
+
+    @property
+    def data_type(self) -> str:
+        try:
+            return TRITON_DTYPES[self.dtype]
+        except KeyError:
+            raise ValueError(f"No Triton data type for dtype {self.dtype!r}") from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    inputs: tuple[TensorConfig, ...]
+    outputs: tuple[TensorConfig, ...]
+    max_batch_size: int
+    max_queue_delay_microseconds: int
+    platform: str = "onnxruntime_onnx"
+    instance_count: int = 1
+    instance_kind: str = "KIND_CPU"
+
+
+def _quote(text: str) -> str:
+    # JSON string escaping is a subset of protobuf text-format escaping for printable text.
+    return json.dumps(text)
+
+
+def _tensor(t: TensorConfig) -> str:
+    parts = [f"name: {_quote(t.name)}", f"data_type: {t.data_type}"]
+    if t.format:
+        parts.append(f"format: {t.format}")
+    parts.append(f"dims: [ {', '.join(str(int(d)) for d in t.dims)} ]")
+    if t.label_filename:
+        parts.append(f"label_filename: {_quote(t.label_filename)}")
+    return "  {\n" + "".join(f"    {p}\n" for p in parts) + "  }"
+
+
+def render_config(cfg: ModelConfig) -> str:
+    """The ``config.pbtxt`` text for ``cfg``."""
+    if cfg.max_batch_size < 0:
+        raise ValueError(f"max_batch_size must be >= 0. Received: {cfg.max_batch_size}")
+    lines = [
+        f"name: {_quote(cfg.name)}",
+        f"platform: {_quote(cfg.platform)}",
+        f"max_batch_size: {int(cfg.max_batch_size)}",
+        "input [\n" + ",\n".join(_tensor(t) for t in cfg.inputs) + "\n]",
+        "output [\n" + ",\n".join(_tensor(t) for t in cfg.outputs) + "\n]",
+    ]
+    if cfg.max_batch_size > 0:
+        lines.append(
+            f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(cfg.max_queue_delay_microseconds)}\n}}"
+        )
+    lines.append(
+        f"instance_group [\n  {{\n    count: {int(cfg.instance_count)}\n    kind: {cfg.instance_kind}\n  }}\n]"
+    )
+    return "\n".join(lines) + "\n"

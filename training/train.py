@@ -1,0 +1,266 @@
+"""Train one registered variant and write its artifacts (SavedModel, .keras, metadata, TensorBoard logs).
+
+Python API: :func:`train_variant`. CLI: ``cnnserve train VARIANT`` (see ``cli.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
+from cnnserve.training.data import DEFAULT_DATA, Split, file_sha256, load_dataset, split_dataset
+from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
+
+logger = logging.getLogger(__name__)
+
+METADATA_SCHEMA_VERSION = 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow; make TF ops deterministic (cheap on CPU)."""
+    import keras
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def training_callbacks(log_dir: Path) -> list:
+    """A CSV history always; TensorBoard event files when the ``tensorboard`` package is installed."""
+    import keras
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = [keras.callbacks.CSVLogger(str(log_dir / "history.csv"))]
+    try:
+        import tensorboard  # noqa: F401  (tf.summary needs it; tensorflow-cpu does not depend on it)
+    except ImportError:
+        logger.warning("tensorboard is not installed: writing only %s/history.csv", log_dir)
+    else:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+    return callbacks
+
+
+def layer_table(model) -> list[dict]:
+    """Name, class and output shape (batch as -1) of every layer, in order."""
+    rows = []
+    for layer in model.layers:
+        shape = [-1 if d is None else int(d) for d in layer.output.shape]
+        rows.append({"name": layer.name, "class": type(layer).__name__, "output_shape": shape})
+    return rows
+
+
+def conv_layer_names(model) -> list[str]:
+    import keras
+
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def export_savedmodel(model, variant: Variant, path: Path) -> None:
+    """Write a SavedModel whose ``serving_default`` maps uint8 ``images`` to ``probabilities``.
+
+    The endpoint calls the model with ``training=False``, so dropout is inactive (and batchnorm uses its
+    moving statistics) in everything served from it.
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(images):
+        return {OUTPUT_NAME: model(images, training=False)}
+
+    spec = tf.TensorSpec((None, *variant.input_shape), tf.uint8, name=INPUT_NAME)
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[spec])
+    archive.write_out(str(path), verbose=False)
+
+
+def predict_savedmodel(path: Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities from a SavedModel's ``serving_default`` signature."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))  # keep a reference: it owns the variables
+    fn = loaded.signatures["serving_default"]
+    out = [
+        fn(**{INPUT_NAME: tf.constant(x[i : i + batch_size])})[OUTPUT_NAME].numpy()
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float32)
+
+
+def evaluate(probabilities: np.ndarray, y: np.ndarray, labels: tuple[str, ...]) -> dict:
+    """Accuracy, mean cross-entropy and per-class counts of ``probabilities`` against labels ``y``."""
+    pred = probabilities.argmax(axis=1)
+    picked = probabilities[np.arange(len(y)), y]
+    loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    per_class = {
+        labels[c]: {"count": int((y == c).sum()), "correct": int(((y == c) & (pred == c)).sum())}
+        for c in range(len(labels))
+    }
+    return {
+        "accuracy": float((pred == y).mean()),
+        "loss": loss,
+        "count": int(len(y)),
+        "correct": int((pred == y).sum()),
+        "per_class": per_class,
+    }
+
+
+def _library_versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def train_variant(
+    name: str,
+    data_path: str | Path = DEFAULT_DATA,
+    epochs: int | None = None,
+    seed: int = 0,
+    output_dir: str | Path = "artifacts",
+    limit: int | None = None,
+    batch_size: int | None = None,
+    verbose: int | str = "auto",
+) -> Path:
+    """Train variant ``name`` and write ``<output_dir>/<name>/``; returns that folder.
+
+    ``limit`` keeps only that many (seeded, random) training digits, for tests and quick runs; the
+    held-out split is unaffected. Artifacts are built in a temporary folder beside the target and
+    moved into place at the end, so a failed run leaves the previous artifacts untouched.
+    """
+
+    variant = get_variant(name)
+    epochs = variant.epochs if epochs is None else epochs
+    batch_size = variant.batch_size if batch_size is None else batch_size
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch size must be >= 1. Received: epochs={epochs}, batch={batch_size}")
+    seed_everything(seed)
+
+    data = load_dataset(variant.dataset, data_path)
+    if data.x.shape[1:] != variant.input_shape:
+        raise ValueError(f"{name} expects images {variant.input_shape}. Received: {data.x.shape[1:]} from {data_path}")
+    split: Split = split_dataset(data)
+    train_idx = split.train
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1. Received: {limit}")
+        train_idx = np.sort(np.random.default_rng(seed).permutation(train_idx)[:limit])
+    x_train, y_train = data.x[train_idx], data.y[train_idx]
+    x_held, y_held = data.x[split.heldout], data.y[split.heldout]
+    logger.info(
+        "Training %s: %d train / %d held-out digits, %d epochs, batch %d, seed %d",
+        name, len(y_train), len(y_held), epochs, batch_size, seed,
+    )  # fmt: skip
+
+    from cnnserve.training.augment import train_dataset
+
+    steps_per_epoch = -(-len(y_train) // batch_size)
+    model = variant.build()
+    model.compile(optimizer=variant.optimizer(epochs * steps_per_epoch), loss=variant.loss, metrics=["accuracy"])
+    paths = ArtifactPaths.of(output_dir, name)
+    paths.root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.root.parent))
+    try:
+        staged = ArtifactPaths(staging)
+        ds = train_dataset(x_train, y_train, batch_size, variant.augmentation, seed)
+        started = time.monotonic()
+        history = model.fit(
+            ds,
+            epochs=epochs,
+            verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            callbacks=training_callbacks(staged.logs),
+        )
+        train_seconds = time.monotonic() - started
+
+        keras_probs = model.predict(x_held, batch_size=256, verbose=0)
+        export_savedmodel(model, variant, staged.savedmodel)
+        model.save(staged.keras_model)
+        served_probs = predict_savedmodel(staged.savedmodel, x_held)
+        served_gap = float(np.abs(served_probs - keras_probs).max())
+        if served_gap > 1e-5:
+            raise RuntimeError(
+                f"SavedModel disagrees with the Keras model on held-out digits (max |dp|={served_gap:.3g}); "
+                "the serving function is not in inference mode"
+            )
+        heldout_metrics = evaluate(served_probs, y_held, variant.labels)
+        train_final = {k: float(v[-1]) for k, v in history.history.items()}
+
+        metadata = {
+            "schema_version": METADATA_SCHEMA_VERSION,
+            "variant": name,
+            "description": variant.description,
+            "labels": list(variant.labels),
+            "input": {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *variant.input_shape]},
+            "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, variant.num_classes]},
+            "preprocessing": {
+                "in_graph": variant.preprocessing.in_graph,
+                "color_mode": variant.preprocessing.color_mode,
+                "value_range": [0, 255],
+                "augmentation_training_only": vars(variant.augmentation),
+            },
+            "metrics": {
+                "heldout": heldout_metrics,
+                "train_final_epoch": train_final,
+                "train_seconds": round(train_seconds, 2),
+            },
+            "training": {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "seed": seed,
+                "limit": limit,
+                "train_count": int(len(y_train)),
+                "optimizer": type(model.optimizer).__name__,
+                "optimizer_note": variant.optimizer_note,
+                "loss": variant.loss,
+                "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+            },
+            "split": {
+                **split.describe(),
+                "heldout_indices": [int(i) for i in split.heldout],
+            },
+            "data": {"path": str(data_path), "sha256": data.sha256, "count": int(len(data.y))},
+            "layers": {
+                "last_conv": variant.last_conv_layer,
+                "conv": conv_layer_names(model),
+                "all": layer_table(model),
+            },
+            "hashes": {
+                "data_sha256": data.sha256,
+                "savedmodel_sha256": tree_sha256(staged.savedmodel),
+                "keras_sha256": file_sha256(staged.keras_model),
+            },
+            "versions": _library_versions(),
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        staged.metadata.write_text(json.dumps(metadata, indent=2) + "\n")
+
+        if paths.root.exists():
+            shutil.rmtree(paths.root)
+        staging.rename(paths.root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info(
+        "%s: held-out accuracy %.4f (%d/%d), loss %.4f, trained in %.1fs -> %s",
+        name, heldout_metrics["accuracy"], heldout_metrics["correct"], heldout_metrics["count"],
+        heldout_metrics["loss"], train_seconds, paths.root,
+    )  # fmt: skip
+    return paths.root
