@@ -1,0 +1,133 @@
+"""The cnnserve server process: grpc.aio with the KServe v2 and image services, health, reflection, metrics.
+
+server = CnnServer(settings)
+port = await server.start()     # binds, loads and warms every model, then reports SERVING
+await server.wait()             # until stop() or termination
+await server.stop(grace=10)     # NOT_SERVING, stop accepting, finish in-flight, drain, close
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+from cnnserve.server.classify import ClassifyHandler
+from cnnserve.server.grpc_images import ImageServicer
+from cnnserve.server.grpc_kserve import KServeServicer
+from cnnserve.server.inference import InferenceHandler
+from cnnserve.server.metrics import ServerMetrics
+from cnnserve.server.model_manager import ModelManager
+from cnnserve.server.runtime import choose_providers
+from cnnserve.server.settings import ServerSettings
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from cnnserve._proto.cnnserve.v1 import images_pb2, images_pb2_grpc
+from cnnserve._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
+)
+
+
+@dataclass
+class ServerState:
+    live: bool = False
+    ready: bool = False
+
+
+class CnnServer:
+    """One server: bound port, models, services. Tests bind port 0 and read ``grpc_port``."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.state = ServerState()
+        self.metrics = ServerMetrics()
+        self.health = HealthServicer()
+        self.models: ModelManager | None = None
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._server: grpc.aio.Server | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Bind, load and warm up every model, then report SERVING. Returns the bound gRPC port."""
+        s = self.settings
+        providers = choose_providers(s.device, s.allow_cpu_fallback)
+        log.info("onnxruntime providers: %s", providers)
+        self.models = ModelManager(s, providers)
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(self.models, InferenceHandler(self.models), self.metrics, self.state), server
+        )
+        images_pb2_grpc.add_ImageServiceServicer_to_server(
+            ImageServicer(ClassifyHandler(self.models), self.metrics), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.grpc_port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        if self.grpc_port == 0:
+            raise OSError(f"could not bind gRPC port {s.host}:{s.grpc_port}")
+        await server.start()
+        self._server = server
+        self.state.live = True
+        if s.metrics_port >= 0:
+            self.metrics.watch_models(self._served_versions)
+            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+        await self.models.load_all()
+        self.state.ready = True
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving %d model(s) on %s:%d (metrics on %d)",
+            sum(1 for e in self.models.models.values() if e.versions),
+            s.host,
+            self.grpc_port,
+            self.metrics_port,
+        )
+        return self.grpc_port
+
+    def _served_versions(self):
+        if self.models is None:
+            return []
+        return [v for e in list(self.models.models.values()) for v in list(e.versions.values())]
+
+    async def wait(self) -> None:
+        """Until the server stops."""
+        await self._stopped.wait()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, refuse new calls, finish in-flight ones, drain batchers, close."""
+        if self._stopped.is_set():
+            return
+        grace = self.settings.grace_seconds if grace is None else grace
+        self.state.ready = False
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self.models is not None:
+            await self.models.close()
+        self.metrics.close()
+        self.state.live = False
+        self._stopped.set()
+        log.info("server stopped")

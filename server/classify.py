@@ -1,0 +1,67 @@
+"""The image-level Classify handler: encoded images -> model input -> top-k labels. No gRPC here."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+from cnnserve.server.errors import FailedPrecondition, InvalidArgument
+from cnnserve.server.images import Preprocessing, decode_image
+from cnnserve.server.model_manager import ModelManager
+
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    model_name: str
+    model_version: str
+    predictions: list[list[Prediction]]  # per image, best first
+
+
+class ClassifyHandler:
+    """Decodes with the model's metadata.json preprocessing and queues on the model's batcher."""
+
+    def __init__(self, models: ModelManager) -> None:
+        self.models = models
+
+    async def classify(
+        self, model: str, version: str, images: list[bytes], top_k: int = 0, *, deadline: float | None = None
+    ) -> ClassifyResult:
+        served = self.models.get(model, version)
+        spec = served.spec
+        if not images:
+            raise InvalidArgument("no images in the request")
+        limit = max(spec.max_batch_size, 1)
+        if len(images) > limit:
+            raise InvalidArgument(f"{len(images)} images exceed model {model!r}'s max_batch_size {limit}")
+        if top_k < 0:
+            raise InvalidArgument(f"top_k must be >= 0, got {top_k}")
+        if len(spec.inputs) != 1 or len(spec.outputs) != 1 or spec.inputs[0].datatype != "UINT8":
+            raise FailedPrecondition(f"model {model!r} is not a single-input UINT8 image classifier")
+        pre = Preprocessing.from_metadata(model, spec.metadata)
+        batch = await asyncio.to_thread(_decode_all, images, pre)
+        inputs = {spec.inputs[0].name: batch if spec.batching else batch[:1]}
+        results = await served.batcher.submit(inputs, deadline=deadline)
+        probabilities = results[spec.outputs[0].name]
+        classes = probabilities.shape[-1]
+        k = min(top_k or DEFAULT_TOP_K, classes)
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        labels = spec.labels
+        predictions = [
+            [Prediction(int(i), labels[i] if i < len(labels) else str(i), float(row[i])) for i in idx]
+            for row, idx in zip(probabilities, top, strict=True)
+        ]
+        return ClassifyResult(spec.name, spec.version, predictions)
+
+
+def _decode_all(images: list[bytes], pre: Preprocessing) -> np.ndarray:
+    return np.stack([decode_image(data, pre, index=i) for i, data in enumerate(images)])

@@ -1,0 +1,101 @@
+"""Prometheus metrics on the metrics port: request counts by status, and per-model batcher figures.
+
+Model figures are read from the batchers' statistics when Prometheus scrapes, so the request path pays
+for one counter increment and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+
+class ServerMetrics:
+    """One registry per server, so several servers can live in one process (tests)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "cnnserve_requests",
+            "gRPC requests by method and status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self._http = None
+
+    def request(self, method: str, code: str) -> None:
+        self._requests.labels(method, code).inc()
+
+    def watch_models(self, versions: Callable[[], Iterable]) -> None:
+        """Export the statistics of the served versions (callable returns ServedVersion objects)."""
+        self.registry.register(_ModelCollector(versions))
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP endpoint; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        return server.server_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class _ModelCollector(Collector):
+    def __init__(self, versions: Callable[[], Iterable]) -> None:
+        self._versions = versions
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["model", "version"]
+        inferences = CounterMetricFamily("cnnserve_inference", "Samples inferred successfully", labels=labels)
+        executions = CounterMetricFamily("cnnserve_execution", "Model executions (batches)", labels=labels)
+        success = CounterMetricFamily("cnnserve_request_success", "Successful requests", labels=labels)
+        failed = CounterMetricFamily("cnnserve_request_failure", "Failed requests", labels=labels)
+        rejected = CounterMetricFamily(
+            "cnnserve_queue_rejected", "Requests refused because the queue was full", labels=labels
+        )
+        expired = CounterMetricFamily(
+            "cnnserve_queue_expired",
+            "Requests dropped because their deadline passed in the queue",
+            labels=labels,
+        )
+        queue_ns = CounterMetricFamily("cnnserve_queue_duration_ns", "Total time requests waited", labels=labels)
+        infer_ns = CounterMetricFamily("cnnserve_compute_infer_duration_ns", "Total model time", labels=labels)
+        depth = GaugeMetricFamily("cnnserve_queue_samples", "Samples waiting in the queue now", labels=labels)
+        batches = CounterMetricFamily(
+            "cnnserve_batch_executions", "Executions by batch size", labels=[*labels, "batch_size"]
+        )
+        for v in self._versions():
+            key = [v.spec.name, v.spec.version]
+            s = v.stats
+            inferences.add_metric(key, s.inference_count)
+            executions.add_metric(key, s.execution_count)
+            success.add_metric(key, s.success.count)
+            failed.add_metric(key, s.fail.count)
+            rejected.add_metric(key, getattr(s, "rejected", 0))
+            expired.add_metric(key, getattr(s, "expired", 0))
+            queue_ns.add_metric(key, s.queue.ns)
+            infer_ns.add_metric(key, s.compute_infer.ns)
+            depth.add_metric(key, getattr(v.batcher, "queued_samples", 0))
+            for size, b in sorted(s.batch_stats.items()):
+                batches.add_metric([*key, str(size)], b.compute_infer.count)
+        yield from (
+            inferences,
+            executions,
+            success,
+            failed,
+            rejected,
+            expired,
+            queue_ns,
+            infer_ns,
+            depth,
+            batches,
+        )

@@ -1,0 +1,180 @@
+"""The set of served models: load, warm up, look up, reload and unload, without dropping requests.
+
+Each served model version owns an onnxruntime session, a dynamic batcher and its statistics. A reload
+builds and warms the new version completely before it replaces the old one; the old batcher then drains,
+so requests that were already queued finish on the version that accepted them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from cnnserve.server.batcher import DynamicBatcher
+from cnnserve.server.errors import NotFound, Unavailable
+from cnnserve.server.repository import (
+    ModelConfigError,
+    ModelSpec,
+    list_model_names,
+    read_model,
+    validate_model_name,
+)
+from cnnserve.server.runtime import OnnxModel
+from cnnserve.server.settings import ServerSettings
+from cnnserve.server.stats import ModelStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedVersion:
+    """One model version in service."""
+
+    spec: ModelSpec
+    runtime: OnnxModel
+    batcher: DynamicBatcher
+    stats: ModelStats
+
+
+@dataclass
+class ModelEntry:
+    """A model of the repository and its state, as RepositoryIndex reports it."""
+
+    name: str
+    state: str = "UNAVAILABLE"  # READY, LOADING, UNLOADING, UNAVAILABLE
+    reason: str = ""
+    versions: dict[str, ServedVersion] = field(default_factory=dict)  # newest first
+
+    @property
+    def latest(self) -> ServedVersion | None:
+        return next(iter(self.versions.values()), None)
+
+
+def _unbatched(run):
+    """Adapt a model without a batch dimension (max_batch_size 0) to the batcher, which batches on axis 0."""
+
+    def run_one(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = run({k: v[0] for k, v in inputs.items()})
+        return {k: v[None] for k, v in outputs.items()}
+
+    return run_one
+
+
+class ModelManager:
+    """Loads the repository's models and answers "which version serves this request"."""
+
+    def __init__(self, settings: ServerSettings, providers: list[str]) -> None:
+        self.settings = settings
+        self.repository = Path(settings.model_repository)
+        self.providers = providers
+        self.models: dict[str, ModelEntry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def load_all(self) -> None:
+        """Load every model in the repository; a model that fails is UNAVAILABLE with its reason."""
+        names = list_model_names(self.repository)
+        for name in names:
+            self.models.setdefault(name, ModelEntry(name, state="LOADING"))
+        for name in names:
+            try:
+                await self.load(name)
+            except Exception as exc:  # one bad model must not keep the others from serving
+                log.error("model %s not loaded: %s", name, exc)
+
+    async def load(self, name: str) -> ModelEntry:
+        """Load or reload a model; on failure the versions already serving keep serving."""
+        validate_model_name(name)
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            entry = self.models.setdefault(name, ModelEntry(name))
+            previous_state = entry.state
+            if not entry.versions:
+                entry.state = "LOADING"
+            try:
+                specs = await asyncio.to_thread(read_model, self.repository, name)
+                new_versions = {}
+                for spec in specs:
+                    new_versions[spec.version] = await self._start_version(spec)
+            except Exception as exc:
+                entry.reason = str(getattr(exc, "message", exc))
+                entry.state = "READY" if entry.versions else "UNAVAILABLE"
+                if previous_state == "LOADING" and not entry.versions:
+                    entry.state = "UNAVAILABLE"
+                raise
+            old = entry.versions
+            entry.versions, entry.state, entry.reason = new_versions, "READY", ""
+            log.info("model %s ready, versions %s", name, list(new_versions))
+        await self._retire(old.values())
+        return entry
+
+    async def unload(self, name: str) -> None:
+        """Stop serving a model; queued requests finish first."""
+        entry = self.models.get(validate_model_name(name))
+        if entry is None:
+            raise NotFound(f"model {name!r} is not loaded")
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            old, entry.versions = entry.versions, {}
+            entry.state, entry.reason = "UNLOADING", ""
+            await self._retire(old.values())
+            entry.state, entry.reason = "UNAVAILABLE", "unloaded"
+
+    async def close(self) -> None:
+        """Drain every batcher (used at shutdown, after the gRPC server stopped accepting)."""
+        await self._retire(v for e in self.models.values() for v in e.versions.values())
+
+    def get(self, name: str, version: str = "") -> ServedVersion:
+        """The version that serves a request, or NOT_FOUND / UNAVAILABLE with the reason."""
+        entry = self.models.get(name)
+        if entry is None:
+            validate_model_name(name)
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"unknown model {name!r}; models in the repository: {known}")
+        if not entry.versions:
+            raise Unavailable(
+                f"model {name!r} is not ready ({entry.state.lower()}{': ' + entry.reason if entry.reason else ''})"
+            )
+        if not version:
+            return entry.latest  # type: ignore[return-value]
+        served = entry.versions.get(version)
+        if served is None:
+            raise NotFound(f"model {name!r} has no version {version!r}; served versions: {', '.join(entry.versions)}")
+        return served
+
+    def ready(self) -> bool:
+        return bool(self.models) and all(e.state == "READY" for e in self.models.values() if e.reason != "unloaded")
+
+    async def _start_version(self, spec: ModelSpec) -> ServedVersion:
+        if spec.kind == "GPU" and "CUDAExecutionProvider" not in self.providers:
+            log.warning("model %s asks for KIND_GPU; serving on %s", spec.name, self.providers)
+        runtime = await asyncio.to_thread(OnnxModel, spec, self.providers, self.settings.intra_op_threads)
+        stats = ModelStats(name=spec.name, version=spec.version)
+        run = runtime.run if spec.batching else _unbatched(runtime.run)
+        batcher = DynamicBatcher(
+            run,
+            name=f"{spec.name}:{spec.version}",
+            max_batch_size=max(spec.max_batch_size, 1),
+            max_queue_delay_s=spec.max_queue_delay_s,
+            max_queue_size=spec.max_queue_size or self.settings.max_queue_size,
+            stats=stats,
+            instances=spec.instances,
+            batching=self.settings.batching and spec.dynamic_batching and spec.batching,
+        )
+        await batcher.start()
+        if self.settings.warmup:
+            try:
+                await batcher.warmup(runtime.example_inputs(1))
+            except Exception as exc:
+                await batcher.stop(drain=False)
+                raise ModelConfigError(f"model {spec.name} v{spec.version} failed warm-up: {exc}") from exc
+        return ServedVersion(spec, runtime, batcher, stats)
+
+    async def _retire(self, versions) -> None:
+        versions = list(versions)
+        if versions:
+            await asyncio.gather(*(v.batcher.stop(drain=True) for v in versions), return_exceptions=True)
+
+
+__all__ = ["ModelManager", "ModelEntry", "ServedVersion", "Unavailable"]

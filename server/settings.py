@@ -1,0 +1,32 @@
+"""Server-wide settings, read once at start from arguments and CNNSERVE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A batch of 64 images of 224x224x3 as FP32 is 38.5 MB; 64 MiB leaves room for the envelope.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ServerSettings(BaseSettings):
+    """Settings of `cnnserve serve`. Every field can be set as CNNSERVE_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CNNSERVE_", extra="forbid")
+
+    model_repository: Path = Field(Path("models"), description="Triton-layout model repository to serve.")
+    host: str = Field("0.0.0.0", description="Address the gRPC server binds.")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
+    metrics_port: int = Field(8002, ge=-1, le=65535, description="Prometheus port; 0 picks one, -1 disables.")
+    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, gt=0, description="Largest gRPC message in/out.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="onnxruntime execution provider to use.")
+    allow_cpu_fallback: bool = Field(False, description="With device=cuda: start on CPU if CUDA is missing.")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0 = its default.")
+    max_queue_size: int = Field(1024, gt=0, description="Per-model queue bound in samples (config may override).")
+    batching: bool = Field(True, description="Dynamic batching; off runs every request alone.")
+    warmup: bool = Field(True, description="Run every batch size once before reporting ready.")
+    grace_seconds: float = Field(10.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
+    explainer_address: str = Field("127.0.0.1:8011", description="The explainer sidecar's gRPC address.")
