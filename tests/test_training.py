@@ -1,0 +1,230 @@
+"""Tests for cnnserve.training: the variant table, the data split, and a real (tiny) training run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cnnserve.training.data import (
+    DEFAULT_DATA,
+    HELDOUT_COUNT,
+    load_mnist,
+    split_dataset,
+    stratified_heldout,
+)
+from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, VARIANTS, get_variant
+
+VARIANT_NAMES = sorted(VARIANTS)
+
+
+# ------------------------------------------------------------------ registry (no TensorFlow needed)
+
+
+def test_registry_imports_without_tensorflow():
+    code = (
+        "import sys\n"
+        "import cnnserve.training.registry, cnnserve.training.data, cnnserve.training.cli\n"
+        "import cnnserve.export.cli\n"
+        "bad = sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_get_variant_unknown_name_lists_known():
+    with pytest.raises(KeyError) as err:
+        get_variant("resnet9000")
+    for name in VARIANT_NAMES:
+        assert name in str(err.value)
+    assert get_variant("lenet5") is VARIANTS["lenet5"]
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_variant_table_entries_are_consistent(name):
+    v = VARIANTS[name]
+    assert v.name == name
+    assert len(v.input_shape) == 3 and all(d > 0 for d in v.input_shape)
+    assert len(v.labels) == v.num_classes >= 2 and len(set(v.labels)) == len(v.labels)
+    assert v.max_batch_size == 64 and v.max_queue_delay_microseconds > 0
+    assert v.epochs >= 1 and v.batch_size >= 1 and v.description
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_bundled_data_split_is_deterministic_stratified_and_disjoint():
+    data = load_mnist(DEFAULT_DATA)
+    assert data.x.shape == (8000, 28, 28, 1) and data.x.dtype == np.uint8
+    a, b = split_dataset(data), split_dataset(data)
+    np.testing.assert_array_equal(a.heldout, b.heldout)
+    np.testing.assert_array_equal(a.train, b.train)
+    assert a.heldout.size == HELDOUT_COUNT and a.train.size == 8000 - HELDOUT_COUNT
+    assert np.intersect1d(a.train, a.heldout).size == 0
+    assert np.union1d(a.train, a.heldout).size == 8000
+    # Class mix of the held-out set follows the whole set (within one digit per class).
+    expected = np.bincount(data.y, minlength=10) * HELDOUT_COUNT / len(data.y)
+    assert np.all(np.abs(np.bincount(data.y[a.heldout], minlength=10) - expected) < 1)
+    assert a.describe()["heldout_indices_sha256"] == b.describe()["heldout_indices_sha256"]
+
+
+def test_split_seed_changes_the_heldout_set():
+    y = np.repeat(np.arange(10), 50)
+    _, h0 = stratified_heldout(y, count=100, seed=0)
+    _, h1 = stratified_heldout(y, count=100, seed=1)
+    assert h0.size == h1.size == 100
+    assert not np.array_equal(h0, h1)
+
+
+def test_missing_data_file_never_downloads(tmp_path):
+    with pytest.raises(FileNotFoundError, match="allow_download"):
+        load_mnist(tmp_path / "mnist.npz")
+
+
+def test_full_mnist_layout_uses_official_test_split(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mnist.npz"
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        y_train=np.arange(30) % 10,
+        x_test=rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        y_test=np.arange(12) % 10,
+    )
+    data = load_mnist(path)
+    split = split_dataset(data)
+    assert data.x.shape == (42, 28, 28, 1)
+    np.testing.assert_array_equal(split.heldout, np.arange(30, 42))
+    np.testing.assert_array_equal(split.train, np.arange(30))
+
+
+# ------------------------------------------------------------------ models (TensorFlow)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_every_variant_builds_with_the_served_contract(name):
+    import keras
+
+    v = VARIANTS[name]
+    model = v.build()
+    assert model.inputs[0].name == INPUT_NAME
+    assert model.inputs[0].dtype == "uint8"
+    assert tuple(model.inputs[0].shape) == (None, *v.input_shape)
+    assert tuple(model.outputs[0].shape) == (None, v.num_classes)
+    assert model.layers[-1].name == OUTPUT_NAME
+    # The in-graph scaling comes first, right after the input, and is the one the variant declares.
+    rescale = model.layers[1]
+    assert isinstance(rescale, keras.layers.Rescaling) and rescale.name == "rescale"
+    assert rescale.get_config()["scale"] == pytest.approx(v.preprocessing.scale)
+    assert rescale.get_config()["offset"] == pytest.approx(v.preprocessing.offset)
+    last_conv = model.get_layer(v.last_conv_layer)
+    assert isinstance(last_conv, keras.layers.Conv2D)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs[-1] is last_conv
+    # Every layer is named explicitly (Keras' automatic names end in "_<n>" or are the class name).
+    for layer in model.layers:
+        assert not layer.name.startswith(("conv2d", "dense", "max_pooling", "dropout_", "flatten_"))
+    x = np.random.default_rng(0).integers(0, 256, (3, *v.input_shape), dtype=np.uint8)
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (3, v.num_classes) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_lenet5_has_the_reference_parameter_count():
+    model = VARIANTS["lenet5"].build()
+    counts = {layer.name: layer.count_params() for layer in model.layers}
+    assert counts["conv1"] == 156 and counts["conv2"] == 2416
+    assert counts["fc1"] == 30840 and counts["fc2"] == 10164 and counts[OUTPUT_NAME] == 850
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 44_426
+
+
+@pytest.mark.slow
+def test_mnist_cnn_layer_sequence_matches_the_reference():
+    model = VARIANTS["mnist_cnn"].build()
+    seq = []
+    for layer in model.layers[2:]:  # after the input and the rescaling
+        cfg = layer.get_config()
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            seq.append((kind, cfg["filters"], tuple(cfg["kernel_size"]), cfg["padding"], cfg["activation"]))
+        elif kind == "Dense":
+            seq.append((kind, cfg["units"], cfg["activation"]))
+        elif kind == "Dropout":
+            seq.append((kind, cfg["rate"]))
+        elif kind == "MaxPooling2D":
+            seq.append((kind, tuple(cfg["pool_size"]), tuple(cfg["strides"])))
+        else:
+            seq.append((kind,))
+    assert seq == [
+        ("Conv2D", 32, (5, 5), "same", "relu"),
+        ("MaxPooling2D", (2, 2), (2, 2)),
+        ("Conv2D", 64, (5, 5), "same", "relu"),
+        ("MaxPooling2D", (2, 2), (2, 2)),
+        ("Flatten",),
+        ("Dense", 1024, "relu"),
+        ("Dropout", 0.5),
+        ("Dense", 256, "relu"),
+        ("Dropout", 0.5),
+        ("Dense", 50, "relu"),
+        ("Dropout", 0.5),
+        ("Dense", 10, "softmax"),
+    ]
+    assert [layer.name for layer in model.layers][2:6] == ["conv1", "pool1", "conv2", "pool2"]
+
+
+@pytest.mark.slow
+def test_train_writes_artifacts_and_an_inference_mode_savedmodel(tmp_path):
+    import tensorflow as tf
+    from cnnserve.training.train import train_variant
+
+    out = train_variant("mnist_cnn", epochs=1, seed=0, output_dir=tmp_path, limit=512, verbose=0)
+    assert out == tmp_path / "mnist_cnn"
+    assert (out / "savedmodel" / "saved_model.pb").exists()
+    assert (out / "model.keras").exists()
+    assert (out / "logs" / "history.csv").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging folder left behind"
+
+    meta = json.loads((out / "train_metadata.json").read_text())
+    assert meta["variant"] == "mnist_cnn" and meta["training"]["seed"] == 0
+    assert meta["training"]["train_count"] == 512 and meta["training"]["epochs"] == 1
+    held = meta["metrics"]["heldout"]
+    assert held["count"] == HELDOUT_COUNT and 0.0 <= held["accuracy"] <= 1.0 and held["loss"] > 0
+    assert sum(c["count"] for c in held["per_class"].values()) == HELDOUT_COUNT
+    assert meta["layers"]["last_conv"] == "conv2" and meta["layers"]["conv"] == ["conv1", "conv2"]
+    assert {"name": "conv2", "class": "Conv2D", "output_shape": [-1, 14, 14, 64]} in meta["layers"]["all"]
+    assert len(meta["hashes"]["data_sha256"]) == 64 and len(meta["hashes"]["savedmodel_sha256"]) == 64
+    assert {"tensorflow", "keras", "numpy"} <= set(meta["versions"])
+
+    # Training never saw a held-out digit.
+    split = split_dataset(load_mnist(DEFAULT_DATA))
+    assert meta["split"]["heldout_indices"] == split.heldout.tolist()
+
+    # The serving signature is uint8 -> probabilities and runs in inference mode (dropout off):
+    # the same batch twice gives identical outputs.
+    loaded = tf.saved_model.load(str(out / "savedmodel"))
+    sig = loaded.signatures["serving_default"]
+    (spec,) = sig.structured_input_signature[1].values()
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28, 1] and spec.name == INPUT_NAME
+    x = load_mnist(DEFAULT_DATA).x[split.heldout[:16]]
+    p1 = sig(images=tf.constant(x))[OUTPUT_NAME].numpy()
+    p2 = sig(images=tf.constant(x))[OUTPUT_NAME].numpy()
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_allclose(p1.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_train_cli_parses_the_documented_arguments():
+    import argparse
+
+    from cnnserve.training.cli import add_train_parser
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "lenet5", "--epochs", "2", "--limit", "64", "--output-dir", "x"])
+    assert (args.variant, args.epochs, args.limit, str(args.output_dir)) == ("lenet5", 2, 64, "x")
+    assert args.seed == 0 and str(args.data) == str(DEFAULT_DATA) and args.batch_size is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "no_such_variant"])
