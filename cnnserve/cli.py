@@ -29,6 +29,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--intra-op-threads", type=int, help="onnxruntime threads per session (0: its default)")
     p.add_argument("--grace-seconds", type=float, help="SIGTERM grace period (default 10)")
     p.add_argument("--explainer-address", help="explainer sidecar HOST:PORT (default 127.0.0.1:8011)")
+    p.add_argument("--workers", type=int, help="server processes sharing the port via SO_REUSEPORT (default 1)")
+    p.add_argument("--uvloop", action="store_true", default=None, help="run the event loop on uvloop")
     p.set_defaults(func=_serve)
 
 
@@ -40,6 +42,16 @@ def _serve(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     settings = ServerSettings(**overrides)
 
+    def ready(grpc_port: int, metrics_port: int) -> None:
+        # One machine-readable line, so scripts and tests that bind port 0 learn the ports.
+        print(json.dumps({"event": "ready", "grpc_port": grpc_port, "metrics_port": metrics_port}), flush=True)
+
+    if settings.workers > 1:
+        from cnnserve.server.workers import run_loop, serve_workers
+
+        run_loop(serve_workers(settings, settings.workers, ready), settings.uvloop)
+        return 0
+
     async def run() -> None:
         server = CnnServer(settings)
         stop = asyncio.Event()
@@ -47,16 +59,14 @@ def _serve(args) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await server.start()
-        # One machine-readable line, so scripts and tests that bind port 0 learn the ports.
-        print(
-            json.dumps({"event": "ready", "grpc_port": server.grpc_port, "metrics_port": server.metrics_port}),
-            flush=True,
-        )
+        ready(server.grpc_port, server.metrics_port)
         await stop.wait()
         log.info("signal received: shutting down (grace %.1fs)", settings.grace_seconds)
         await server.stop()
 
-    asyncio.run(run())
+    from cnnserve.server.workers import run_loop
+
+    run_loop(run(), settings.uvloop)
     return 0
 
 
@@ -99,6 +109,8 @@ def _add_optional(sub, module: str, adder: str, command: str, extra: str) -> Non
     try:
         getattr(importlib.import_module(module), adder)(sub)
     except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return  # the command's own module is not part of this build
         p = sub.add_parser(command, help=f"(needs: pip install 'cnnserve[{extra}]')", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=lambda _a, e=exc: _missing(command, extra, e))
@@ -120,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optional(sub, "cnnserve.export.cli", "add_export_parser", "export", "train")
     _add_serve(sub)
     _add_classify(sub)
+    _add_optional(sub, "cnnserve.server.explainer.cli", "add_explainer_parsers", "explainer", "explainer")
+    _add_optional(sub, "cnnserve.bench.cli", "add_bench_parser", "bench", "bench")
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 import urllib.request
 
 import grpc
@@ -123,12 +124,13 @@ def test_queue_full_is_refused_at_once_and_deadlines_are_honoured(server, digits
     with CnnserveClient(server.address, timeout=3) as client:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             waiting = [pool.submit(client.infer, "bounded", {"images": one}) for _ in range(2)]
-            # The two queued samples fill the queue (limit 2); wait until the server has them.
-            for _ in range(200):
-                stats = client.inference.ModelStatistics(pb.ModelStatisticsRequest(name="bounded"), timeout=TIMEOUT)
-                if server.server.models.get("bounded").batcher.queued_samples == 2:
+            # The two waiting samples fill the queue (limit 2); wait (bounded) until the server holds them.
+            batcher = server.server.models.get("bounded").batcher
+            for _ in range(500):
+                if batcher.queued_samples == 2:
                     break
-                waiting[0].exception(timeout=0.05) if waiting[0].done() else None
+                time.sleep(0.01)
+            assert batcher.queued_samples == 2
             with pytest.raises(grpc.RpcError) as full:
                 client.infer("bounded", {"images": one})
             assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
