@@ -65,7 +65,8 @@ class CnnServer:
         options = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # 0 unless --workers: a second server must fail to bind a port in use, not share it silently.
+            ("grpc.so_reuseport", 1 if s.reuse_port else 0),
         ]
         server = grpc.aio.server(options=options)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
