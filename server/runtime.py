@@ -39,13 +39,20 @@ def choose_providers(device: str, allow_cpu_fallback: bool) -> list[str]:
 class OnnxModel:
     """One onnxruntime session for one model version; ``run`` is the dynamic batcher's batch function."""
 
-    def __init__(self, spec: ModelSpec, providers: list[str], intra_op_threads: int = 0) -> None:
+    def __init__(
+        self, spec: ModelSpec, providers: list[str], intra_op_threads: int = 0, *, allow_spinning: bool = False
+    ) -> None:
         if not spec.model_file.is_file():
             raise ModelConfigError(f"{spec.model_file} does not exist")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        # onnxruntime's pool threads busy-wait after each run by default; they then burn the cores the event
+        # loop and gRPC threads need between batches. Off, they sleep (measured in docs/benchmarks.md).
+        spin = "1" if allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         try:
             self.session = ort.InferenceSession(str(spec.model_file), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt files

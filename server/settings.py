@@ -30,3 +30,10 @@ class ServerSettings(BaseSettings):
     warmup: bool = Field(True, description="Run every batch size once before reporting ready.")
     grace_seconds: float = Field(10.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
     explainer_address: str = Field("127.0.0.1:8011", description="The explainer sidecar's gRPC address.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC port (SO_REUSEPORT).")
+    uvloop: bool = Field(False, description="Run the event loop on uvloop.")
+    reuse_port: bool = Field(
+        False,
+        description="Set SO_REUSEPORT on the gRPC socket; only --workers sets it, so a second server "
+        "cannot silently bind a port in use.",
+    )

@@ -6,6 +6,7 @@ Plain numpy in, plain numpy out: nothing here knows about gRPC. Raw contents are
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def decode_tensor(t: WireTensor) -> np.ndarray:
     dtype = DATATYPE_TO_NUMPY.get(t.datatype)
     if dtype is None:
         raise InvalidArgument(f"input {t.name!r}: unsupported datatype {t.datatype!r}")
-    count = int(np.prod(t.shape, dtype=np.int64)) if t.shape else 1
+    count = math.prod(t.shape)  # plain ints: np.prod costs microseconds per request
     if count > _MAX_ELEMENTS:
         raise InvalidArgument(f"input {t.name!r}: shape {list(t.shape)} has too many elements")
     if t.raw is not None:
