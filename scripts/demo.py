@@ -61,6 +61,7 @@ def main() -> int:
     data = load_mnist(data_path)
     held = split_dataset(data).heldout
     x, y = data.x[held], data.y[held]
+    x = x if x.ndim == 4 else x[..., None]  # NHWC uint8, as the served models take it
 
     _banner(f"serve {models}")
     server = subprocess.Popen(
@@ -103,7 +104,7 @@ def _classify(address: str, x: np.ndarray, y: np.ndarray, out: Path, show: int) 
         _banner(f"ModelInfer (KServe v2): all {len(y)} held-out digits as uint8 tensors, 64 per request")
         for name in MODELS:
             predictions = [
-                client.infer(name, {"images": x[i : i + 64, :, :, None]})["probabilities"].argmax(axis=1)
+                client.infer(name, {"images": x[i : i + 64]})["probabilities"].argmax(axis=1)
                 for i in range(0, len(y), 64)
             ]
             accuracy = float((np.concatenate(predictions) == y).mean())

@@ -12,10 +12,10 @@ import onnxruntime as ort
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import png_bytes
 
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve.client import CnnserveClient
+from support import png_bytes
 
 TIMEOUT = 30
 
