@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
 from cnnserve.export.onnx_convert import DEFAULT_OPSET, savedmodel_to_onnx
 from cnnserve.export.parity import MAX_ABS_DIFF, MIN_SAMPLES, check_parity, onnx_session, predict_onnx
 from cnnserve.export.triton_config import KSERVE_DATATYPES, ModelConfig, TensorConfig, render_config

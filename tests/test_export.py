@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from cnnserve.export.triton_config import ModelConfig, TensorConfig, render_config
-from cnnserve.training.data import DEFAULT_DATA, load_mnist, split_dataset
-from cnnserve.training.registry import VARIANTS
 from google.protobuf import text_format
 
 from cnnserve._proto.inference import model_config_pb2
+from cnnserve.export.triton_config import ModelConfig, TensorConfig, render_config
+from cnnserve.training.data import DEFAULT_DATA, load_mnist, split_dataset
+from cnnserve.training.registry import VARIANTS
 
 EXPECTED_MNIST_CONFIG = """\
 name: "mnist_cnn"
@@ -217,6 +217,7 @@ def test_second_version_leaves_the_first_in_place(trained, tmp_path):
 def test_broken_onnx_model_fails_parity_and_writes_nothing(trained, tmp_path, monkeypatch):
     """A conversion that silently changes a weight must be caught by the real parity check."""
     import onnx.numpy_helper
+
     from cnnserve.export import exporter
     from cnnserve.export.parity import ParityError
 

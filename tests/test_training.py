@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from cnnserve.training.data import (
     DEFAULT_DATA,
     HELDOUT_COUNT,
@@ -179,6 +180,7 @@ def test_mnist_cnn_layer_sequence_matches_the_reference():
 @pytest.mark.slow
 def test_train_writes_artifacts_and_an_inference_mode_savedmodel(tmp_path):
     import tensorflow as tf
+
     from cnnserve.training.train import train_variant
 
     out = train_variant("mnist_cnn", epochs=1, seed=0, output_dir=tmp_path, limit=512, verbose=0)

@@ -7,6 +7,7 @@ back to uint8 so training sees exactly the input type and value grid that servin
 from __future__ import annotations
 
 import numpy as np
+
 from cnnserve.training.registry import Augmentation
 
 

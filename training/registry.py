@@ -196,7 +196,7 @@ VARIANTS: dict[str, Variant] = {
             optimizer_note="Adam(1e-3, cosine decay), batch 64: the reference's Adam(3e-3) with batch "
             "500 is meant for 60k digits; on 7k digits smaller batches give more steps per epoch",
             description="MNIST CNN: conv5x5x32-pool-conv5x5x64-pool-fc1024-fc256-fc50 (dropout 0.5)-softmax10",
-            epochs=15,
+            epochs=18,  # seed 0, bundled 8k: 98.7 % held-out (15 epochs: 98.5 %), ~2-3 min on 2 cores
             batch_size=64,
             augmentation=_DIGIT_AUGMENTATION,
         ),
@@ -213,7 +213,7 @@ VARIANTS: dict[str, Variant] = {
             "stayed on the 2.30 loss plateau for 8+ epochs; the reference's plain SGD lr=0.9 needs "
             "unscaled 0-255 input to leave it",
             description="LeNet-5: conv5x5x6-pool-conv5x5x16-pool-fc120-fc84-softmax10, sigmoid activations",
-            epochs=40,
+            epochs=40,  # seed 0, bundled 8k: 97.5 % held-out, ~1.5 min on 2 cores
             batch_size=32,
             preprocessing=MNIST_STANDARDISED,
             augmentation=_DIGIT_AUGMENTATION,

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
 from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
 from cnnserve.training.data import DEFAULT_DATA, Split, file_sha256, load_dataset, split_dataset
 from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
