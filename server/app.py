@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 from cnnserve.server.classify import ClassifyHandler
+from cnnserve.server.grpc_explainer import ExplainerProxy
 from cnnserve.server.grpc_images import ImageServicer
 from cnnserve.server.grpc_kserve import KServeServicer
 from cnnserve.server.inference import InferenceHandler
@@ -25,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from cnnserve._proto.cnnserve.v1 import images_pb2, images_pb2_grpc
+from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
 from cnnserve._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ SERVICE_NAMES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
 )
+# Forwarded to the explainer sidecar; its health is the sidecar's own (grpc.health.v1 there).
+EXPLAINER_SERVICE = explainer_pb2.DESCRIPTOR.services_by_name["Explainer"].full_name
 
 
 @dataclass
@@ -51,6 +54,7 @@ class CnnServer:
         self.metrics = ServerMetrics()
         self.health = HealthServicer()
         self.models: ModelManager | None = None
+        self.explainer: ExplainerProxy | None = None
         self.grpc_port = 0
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
@@ -75,10 +79,13 @@ class CnnServer:
         images_pb2_grpc.add_ImageServiceServicer_to_server(
             ImageServicer(ClassifyHandler(self.models), self.metrics), server
         )
+        self.explainer = ExplainerProxy(s.explainer_address, self.metrics, max_message_bytes=s.max_message_bytes)
+        explainer_pb2_grpc.add_ExplainerServicer_to_server(self.explainer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
                 *SERVICE_NAMES,
+                EXPLAINER_SERVICE,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -128,6 +135,8 @@ class CnnServer:
             await self._server.stop(grace)
         if self.models is not None:
             await self.models.close()
+        if self.explainer is not None:
+            await self.explainer.close()
         self.metrics.close()
         self.state.live = False
         self._stopped.set()
