@@ -1,0 +1,205 @@
+"""Proof that the explainer's maps are right, on real TensorFlow models trained here in seconds.
+
+- planted objects: the class is decided by one small object at a random place; the map's peak must land on it;
+- deletion / insertion: removing pixels in the map's order must destroy the class faster than random or
+  inverted orders, and inserting them must restore it faster;
+- model randomisation (Adebayo et al. 2018): re-initialising layers from the top must decorrelate the maps;
+- agreement with a hand-written Grad-CAM and with tf-keras-vis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from explainer_support import OBJECT, SIZE, planted, spearman, train_planted  # noqa: E402
+
+from cnnserve.server.explainer import cams, patterns  # noqa: E402
+from cnnserve.server.explainer.graph import ExplainableModel  # noqa: E402
+
+pytestmark = pytest.mark.slow
+LAYER = "conv3"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model = train_planted(seed=0)
+    x, y, where = planted(200, seed=7)
+    accuracy = (model.predict(x, verbose=0).argmax(axis=1) == y).mean()
+    assert accuracy >= 0.98, f"the planted-object model did not learn the task (accuracy {accuracy:.3f})"
+    return model, ExplainableModel(model), (x, y, where)
+
+
+def _hit_rate(maps: np.ndarray, where: np.ndarray, margin: int = 2) -> float:
+    """Share of maps whose maximum lies on the object (its 5x5 box grown by ``margin`` pixels)."""
+    hits = 0
+    for m, (r, c) in zip(maps, where, strict=True):
+        pr, pc = np.unravel_index(np.argmax(m), m.shape)
+        hits += (r - margin <= pr < r + OBJECT + margin) and (c - margin <= pc < c + OBJECT + margin)
+    return hits / len(maps)
+
+
+@pytest.mark.parametrize("method", cams.METHODS)
+def test_planted_object_is_found(trained, method):
+    _, em, (x, y, where) = trained
+    result = cams.heatmaps(em, x, LAYER, method)
+    assert result.heatmaps.shape == (len(x), SIZE, SIZE) and result.heatmaps.dtype == np.float32
+    assert np.isfinite(result.heatmaps).all() and result.heatmaps.min() >= 0 and result.heatmaps.max() <= 1
+    np.testing.assert_array_equal(result.target, y)  # top-1 is the true class on this easy task
+    rate = _hit_rate(result.heatmaps, where)
+    centre = np.zeros_like(result.heatmaps)
+    centre[:, SIZE // 2, SIZE // 2] = 1.0
+    baseline = _hit_rate(centre, where)
+    assert rate >= 0.95, f"{method}: the map's peak is on the object in {rate:.1%} of images"
+    assert baseline <= 0.25 and rate - baseline >= 0.7, f"centre baseline {baseline:.1%} vs {method} {rate:.1%}"
+
+
+def _curves(em: ExplainableModel, x: np.ndarray, target: np.ndarray, orders: np.ndarray, insert: bool) -> np.ndarray:
+    """Target probability as pixels are deleted (set to 0) or inserted (into a black image) in ``orders``,
+    over the first quarter of the pixels (the object covers 2.4 % of the image; past that every order
+    has reached the floor where the object is gone or complete, which only blurs the comparison)."""
+    fractions = np.linspace(0.0, 0.25, 26)
+    n_pix = SIZE * SIZE
+    probabilities = em.probabilities()
+    curves = np.zeros((len(x), len(fractions)))
+    for i in range(len(x)):
+        steps = []
+        for f in fractions:
+            chosen = orders[i, : int(round(f * n_pix))]
+            mask = np.zeros(n_pix, dtype=bool)
+            mask[chosen] = True
+            mask = mask.reshape(SIZE, SIZE, 1)
+            steps.append(np.where(mask, x[i], 0) if insert else np.where(mask, 0, x[i]))
+        p = probabilities(tf.constant(np.stack(steps).astype(np.float32))).numpy()
+        curves[i] = p[:, target[i]]
+    return curves
+
+
+def test_deletion_and_insertion_follow_the_map(trained):
+    _, em, (x, y, _) = trained
+    x, y = x[:40], y[:40]
+    maps = cams.heatmaps(em, x, LAYER, "gradcam").heatmaps.reshape(len(x), -1)
+    rng = np.random.default_rng(0)
+    tie = rng.random(maps.shape)  # random order among equal values
+    by_map = np.stack([np.lexsort((tie[i], -maps[i])) for i in range(len(x))])
+    inverted = np.stack([np.lexsort((tie[i], maps[i])) for i in range(len(x))])
+    random = np.stack([rng.permutation(SIZE * SIZE) for _ in range(len(x))])
+
+    def auc(orders, insert):
+        return _curves(em, x, y, orders, insert).mean()
+
+    deletion = {name: auc(o, False) for name, o in (("map", by_map), ("random", random), ("inverted", inverted))}
+    insertion = {name: auc(o, True) for name, o in (("map", by_map), ("random", random), ("inverted", inverted))}
+    print("deletion AUC", deletion, "insertion AUC", insertion)
+    assert deletion["map"] < deletion["random"] - 0.1 and deletion["map"] < deletion["inverted"] - 0.1, deletion
+    assert insertion["map"] > insertion["random"] + 0.1 and insertion["map"] > insertion["inverted"] + 0.1, insertion
+
+
+def test_model_randomisation_decorrelates_the_maps(trained):
+    model, em, (x, _, _) = trained
+    x = x[:30]
+    trained_maps = cams.heatmaps(em, x, LAYER, "gradcam").heatmaps
+    # Self-agreement: the trained model's maps for the same images with faint noise added.
+    noise = np.random.default_rng(1).integers(-3, 4, size=x.shape)
+    noisy = np.clip(x.astype(int) + noise, 0, 255).astype(np.uint8)
+    noisy_maps = cams.heatmaps(em, noisy, LAYER, "gradcam").heatmaps
+    self_agreement = np.mean([spearman(a, b) for a, b in zip(trained_maps, noisy_maps, strict=True)])
+    assert self_agreement > 0.8
+
+    fresh = keras.models.clone_model(model)  # same architecture, freshly initialised weights
+    fresh.set_weights(model.get_weights())
+    randomised = []
+    for name in ("probabilities", "conv3", "conv2", "conv1"):  # cascading, from the top down
+        target, reference = fresh.get_layer(name), keras.models.clone_model(model).get_layer(name)
+        target.set_weights([w.numpy() for w in reference.weights])
+        maps = cams.heatmaps(ExplainableModel(fresh), x, LAYER, "gradcam").heatmaps
+        randomised.append(np.mean([spearman(a, b) for a, b in zip(trained_maps, maps, strict=True)]))
+    assert max(randomised) < 0.5 * self_agreement, (self_agreement, randomised)
+    # The served model itself was never touched.
+    np.testing.assert_array_equal(cams.heatmaps(em, x, LAYER, "gradcam").heatmaps, trained_maps)
+
+
+def test_gradcam_equals_a_hand_written_one_on_the_pre_softmax_score(trained):
+    model, em, (x, _, _) = trained
+    x = x[:8]
+    assert em.pre_softmax
+    features = keras.Model(model.inputs, [model.get_layer(LAYER).output, model.get_layer("gap").output])
+    dense = model.get_layer("probabilities")
+    with tf.GradientTape() as tape:
+        conv, pooled = features(x)
+        tape.watch(conv)
+        pooled = tf.reduce_mean(conv, axis=[1, 2])  # the same GAP, on the watched tensor
+        logits = pooled @ dense.kernel + dense.bias
+        top = tf.argmax(logits, axis=1)
+        score = tf.gather(logits, top, axis=1, batch_dims=1)
+    grads = tape.gradient(score, conv).numpy()
+    expected = np.maximum((conv.numpy() * grads.mean(axis=(1, 2), keepdims=True)).sum(-1), 0)
+    got = np.maximum(cams.heatmaps(em, x, LAYER, "gradcam").low_res, 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.max())
+
+
+def test_agrees_with_tf_keras_vis(trained):
+    pytest.importorskip("tf_keras_vis")
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    model, em, (x, _, _) = trained
+    x = x[:16]
+    ours = cams.heatmaps(em, x, LAYER, "gradcam")
+    # tf-keras-vis 0.8.7 gets None gradients through a uint8 model input under Keras 3, so it is given the
+    # same layers (shared weights) behind a float32 input.
+    h = images = keras.Input((SIZE, SIZE, 1), dtype="float32")
+    for layer in model.layers[1:]:
+        h = layer(h)
+    float_model = keras.Model(images, h)
+    theirs = Gradcam(float_model, model_modifier=ReplaceToLinear(), clone=True)(
+        CategoricalScore(list(ours.target)),
+        x.astype(np.float32),
+        penultimate_layer=LAYER,
+        expand_cam=False,
+        normalize_cam=False,
+    )
+    theirs = np.asarray(theirs)
+    # At the layer's resolution the maps are the same computation: equal to float32 round-off.
+    np.testing.assert_allclose(np.maximum(ours.low_res, 0), theirs, rtol=1e-4, atol=1e-5 * theirs.max())
+    # Still a copy: the served model keeps its softmax.
+    assert model.get_layer("probabilities").activation.__name__ == "softmax"
+
+
+def test_flat_map_gives_zeros_not_nan():
+    images = keras.Input((SIZE, SIZE, 1), dtype="uint8")
+    h = keras.layers.Rescaling(1 / 255)(images)
+    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer="zeros", name="conv")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    out = keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros", name="probabilities")(h)
+    em = ExplainableModel(keras.Model(images, out))  # activations and gradients are exactly zero
+    x, _, _ = planted(4, seed=3)
+    for method in cams.METHODS:
+        maps = cams.heatmaps(em, x, "conv", method).heatmaps
+        assert np.isfinite(maps).all() and not maps.any(), method
+
+
+def test_filter_patterns_raise_their_filter_and_do_not_depend_on_the_batch(trained):
+    _, em, _ = trained
+    params = patterns.PatternParams(steps=30, step_size=5.0, seed=3)
+    start, _ = patterns.ascend(em, "conv2", [1, 4, 7], patterns.PatternParams(steps=0, seed=3))
+    x, activation = patterns.ascend(em, "conv2", [1, 4, 7], params)
+    before = em.filter_activation("conv2")(tf.constant(start), tf.constant([1, 4, 7], dtype=tf.int32)).numpy()
+    assert (activation > before).all() and (activation > 0).any(), (before, activation)
+    alone, alone_activation = patterns.ascend(em, "conv2", [4], params)
+    np.testing.assert_allclose(alone[0], x[1], rtol=1e-3, atol=1e-2)
+    regular, regular_activation = patterns.ascend(
+        em, "conv2", [1, 4, 7], patterns.PatternParams(steps=30, step_size=5.0, regularized=True, seed=3)
+    )
+    assert (regular_activation > before).all() and np.isfinite(regular).all()
+
+    cache = patterns.PatternCache()
+    first = patterns.filter_patterns(em, ("planted", "1"), "conv2", [4, 1], params, cache)
+    again = patterns.filter_patterns(em, ("planted", "1"), "conv2", [1, 9, 4], params, cache)
+    assert [p.cached for p in first] == [False, False] and [p.cached for p in again] == [True, False, True]
+    np.testing.assert_array_equal(first[0].image, again[2].image)
+    assert first[0].image.dtype == np.uint8 and first[0].image.shape == (SIZE, SIZE, 1)
