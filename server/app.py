@@ -21,6 +21,7 @@ from cnnserve.server.inference import InferenceHandler
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.runtime import choose_providers
+from cnnserve.server.security import interceptors, server_credentials
 from cnnserve.server.settings import ServerSettings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -72,7 +73,8 @@ class CnnServer:
             # 0 unless --workers: a second server must fail to bind a port in use, not share it silently.
             ("grpc.so_reuseport", 1 if s.reuse_port else 0),
         ]
-        server = grpc.aio.server(options=options)
+        credentials = server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
+        server = grpc.aio.server(options=options, interceptors=interceptors(s.auth_token_file, s.auth_tokens))
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(self.models, InferenceHandler(self.models), self.metrics, self.state), server
         )
@@ -93,7 +95,11 @@ class CnnServer:
         )
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.grpc_port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        address = f"{s.host}:{s.grpc_port}"
+        if credentials is None:
+            self.grpc_port = server.add_insecure_port(address)
+        else:
+            self.grpc_port = server.add_secure_port(address, credentials)
         if self.grpc_port == 0:
             raise OSError(f"could not bind gRPC port {s.host}:{s.grpc_port}")
         await server.start()
