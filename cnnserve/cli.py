@@ -27,6 +27,13 @@ def _add_serve(sub) -> None:
     p.add_argument("--no-batching", dest="batching", action="store_false", default=None, help="run requests alone")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None)
     p.add_argument("--intra-op-threads", type=int, help="onnxruntime threads per session (0: its default)")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument(
+        "--auth-token-file", type=Path, help="accepted bearer tokens, one per line (CNNSERVE_AUTH_TOKENS also)"
+    )
+    p.add_argument("--repository-poll-seconds", type=float, help="reload new/changed models every N s (0: off)")
     p.add_argument("--grace-seconds", type=float, help="SIGTERM grace period (default 10)")
     p.add_argument("--explainer-address", help="explainer sidecar HOST:PORT (default 127.0.0.1:8011)")
     p.add_argument("--workers", type=int, help="server processes sharing the port via SO_REUSEPORT (default 1)")
@@ -79,6 +86,10 @@ def _add_classify(sub) -> None:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument("--tls-ca", help="PEM CA that signed the server's certificate (enables TLS)")
+    p.add_argument("--tls-cert", help="client certificate for mutual TLS")
+    p.add_argument("--tls-key", help="client key for mutual TLS")
+    p.add_argument("--token-file", type=Path, help="file holding a bearer token (or set CNNSERVE_TOKEN)")
     p.set_defaults(func=_classify)
 
 
@@ -87,7 +98,10 @@ def _classify(args) -> int:
 
     from cnnserve.client import CnnserveClient
 
-    with CnnserveClient(args.server, timeout=args.timeout) as client:
+    token = args.token_file.read_text().strip() if args.token_file else None
+    with CnnserveClient(
+        args.server, timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, token=token
+    ) as client:
         try:
             response = client.classify(
                 args.model, [p.read_bytes() for p in args.images], top_k=args.top_k, version=args.version

@@ -13,6 +13,12 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
+from cnnserve._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from cnnserve.server.classify import ClassifyHandler
 from cnnserve.server.grpc_explainer import ExplainerProxy
 from cnnserve.server.grpc_images import ImageServicer
@@ -23,12 +29,6 @@ from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.runtime import choose_providers
 from cnnserve.server.security import interceptors, server_credentials
 from cnnserve.server.settings import ServerSettings
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
-
-from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
-from cnnserve._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class CnnServer:
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
+        self._poller: asyncio.Task | None = None
 
     async def start(self) -> int:
         """Bind, load and warm up every model, then report SERVING. Returns the bound gRPC port."""
@@ -109,6 +110,8 @@ class CnnServer:
             self.metrics.watch_models(self._served_versions)
             self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
         await self.models.load_all()
+        if s.repository_poll_seconds > 0:
+            self._poller = asyncio.create_task(self.models.poll_forever(s.repository_poll_seconds))
         self.state.ready = True
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -136,6 +139,8 @@ class CnnServer:
             return
         grace = self.settings.grace_seconds if grace is None else grace
         self.state.ready = False
+        if self._poller is not None:
+            self._poller.cancel()
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)

@@ -49,6 +49,14 @@ class ClassifyHandler:
             raise FailedPrecondition(f"model {model!r} is not a single-input UINT8 image classifier")
         pre = Preprocessing.from_metadata(model, spec.metadata)
         batch = await asyncio.to_thread(_decode_all, images, pre)
+        # Decoding yielded to the loop: a reload may have swapped versions meanwhile. Queue on the version
+        # serving now (its input shape is re-checked), so a reload never fails a request in flight.
+        served = self.models.get(model, version)
+        if served.spec is not spec:
+            spec = served.spec
+            pre = Preprocessing.from_metadata(model, spec.metadata)
+            if batch.shape[1:] != (pre.height, pre.width, pre.channels):
+                batch = await asyncio.to_thread(_decode_all, images, pre)
         inputs = {spec.inputs[0].name: batch if spec.batching else batch[:1]}
         results = await served.batcher.submit(inputs, deadline=deadline)
         probabilities = results[spec.outputs[0].name]

@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from cnnserve.server.batcher import DynamicBatcher
 from cnnserve.server.errors import NotFound, Unavailable
 from cnnserve.server.repository import (
     ModelConfigError,
     ModelSpec,
+    fingerprint,
     list_model_names,
     read_model,
     validate_model_name,
+    verify_integrity,
 )
 from cnnserve.server.runtime import OnnxModel
 from cnnserve.server.settings import ServerSettings
@@ -72,6 +75,7 @@ class ModelManager:
         self.providers = providers
         self.models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._fingerprints: dict[str, tuple] = {}
 
     async def load_all(self) -> None:
         """Load every model in the repository; a model that fails is UNAVAILABLE with its reason."""
@@ -87,28 +91,57 @@ class ModelManager:
     async def load(self, name: str) -> ModelEntry:
         """Load or reload a model; on failure the versions already serving keep serving."""
         validate_model_name(name)
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        async with self._locks.setdefault(name, asyncio.Lock()):
             entry = self.models.setdefault(name, ModelEntry(name))
-            previous_state = entry.state
             if not entry.versions:
                 entry.state = "LOADING"
+            # Taken before reading, so a change made while loading is seen by the next poll.
+            self._fingerprints[name] = await asyncio.to_thread(fingerprint, self.repository, name)
+            started: dict[str, ServedVersion] = {}
             try:
-                specs = await asyncio.to_thread(read_model, self.repository, name)
-                new_versions = {}
-                for spec in specs:
-                    new_versions[spec.version] = await self._start_version(spec)
+                for spec in await asyncio.to_thread(read_model, self.repository, name):
+                    started[spec.version] = await self._start_version(spec)
             except Exception as exc:
-                entry.reason = str(getattr(exc, "message", exc))
+                await self._retire(started.values())
+                entry.reason = f"load failed: {getattr(exc, 'message', exc)}"
                 entry.state = "READY" if entry.versions else "UNAVAILABLE"
-                if previous_state == "LOADING" and not entry.versions:
-                    entry.state = "UNAVAILABLE"
                 raise
             old = entry.versions
-            entry.versions, entry.state, entry.reason = new_versions, "READY", ""
-            log.info("model %s ready, versions %s", name, list(new_versions))
+            entry.versions, entry.state, entry.reason = started, "READY", ""
+            log.info("model %s ready, versions %s", name, list(started))
         await self._retire(old.values())
         return entry
+
+    async def poll_once(self) -> None:
+        """Bring the served set in line with the repository: load new or changed models, unload removed ones.
+
+        A model that fails to load is retried only after its folder changes again; the version that was
+        serving keeps serving meanwhile.
+        """
+        on_disk = set(await asyncio.to_thread(list_model_names, self.repository))
+        for name in sorted(on_disk):
+            current = await asyncio.to_thread(fingerprint, self.repository, name)
+            if self._fingerprints.get(name) == current:
+                continue
+            log.info("model %s changed in the repository; loading", name)
+            try:
+                await self.load(name)
+            except Exception as exc:
+                log.error("model %s not reloaded, previous version keeps serving: %s", name, exc)
+        for name in sorted(set(self._fingerprints) - on_disk):
+            self._fingerprints.pop(name, None)
+            if name in self.models and self.models[name].versions:
+                log.info("model %s removed from the repository; unloading", name)
+                await self.unload(name)
+
+    async def poll_forever(self, interval: float) -> None:
+        """Poll the repository every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.poll_once()
+            except Exception:  # a transient error (e.g. the folder being replaced) must not stop polling
+                log.exception("repository poll failed")
 
     async def unload(self, name: str) -> None:
         """Stop serving a model; queued requests finish first."""
@@ -149,6 +182,7 @@ class ModelManager:
     async def _start_version(self, spec: ModelSpec) -> ServedVersion:
         if spec.kind == "GPU" and "CUDAExecutionProvider" not in self.providers:
             log.warning("model %s asks for KIND_GPU; serving on %s", spec.name, self.providers)
+        await asyncio.to_thread(verify_integrity, spec)
         runtime = await asyncio.to_thread(OnnxModel, spec, self.providers, self.settings.intra_op_threads)
         stats = ModelStats(name=spec.name, version=spec.version)
         run = runtime.run if spec.batching else _unbatched(runtime.run)

@@ -10,6 +10,7 @@ Everything the server needs to serve a model is in its folder; no code per model
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -17,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnserve.server.errors import InvalidArgument, NotFound
-from cnnserve.server.tensors import CONFIG_TO_DATATYPE
 from google.protobuf import text_format
 
 from cnnserve._proto.inference import model_config_pb2 as mc
+from cnnserve.server.errors import InvalidArgument, NotFound
+from cnnserve.server.tensors import CONFIG_TO_DATATYPE
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,58 @@ def _select_versions(folder: Path, config: mc.ModelConfig) -> list[str]:
         n = policy.latest.num_versions if choice == "latest" and policy.latest.num_versions else 1
         chosen = available[:n]
     return [str(v) for v in chosen]
+
+
+# What a parity report in metadata.json must show for the model to be served (export's own thresholds).
+PARITY_MAX_ABS_DIFF = 1e-4
+
+
+def verify_integrity(spec: ModelSpec) -> None:
+    """Refuse a model whose file does not match the hash export recorded, or whose parity report failed.
+
+    Models without metadata.json (e.g. a plain Triton repository) are served as they are.
+    """
+    hashes = spec.metadata.get("hashes") or {}
+    expected = hashes.get("onnx_sha256")
+    if expected:
+        actual = file_sha256(spec.model_file)
+        if actual != expected:
+            raise ModelConfigError(
+                f"{spec.model_file}: sha256 {actual[:12]}... does not match {expected[:12]}... recorded in "
+                "metadata.json (file corrupt, truncated or replaced without re-export)"
+            )
+    parity = spec.metadata.get("parity")
+    if parity:
+        agreement, diff = parity.get("top1_agreement"), parity.get("max_abs_diff")
+        if agreement != 1.0 or diff is None or diff > PARITY_MAX_ABS_DIFF:
+            raise ModelConfigError(
+                f"{spec.name} v{spec.version}: metadata.json records a failed parity check "
+                f"(top-1 agreement {agreement}, max |dp| {diff}; required 1.0 and <= {PARITY_MAX_ABS_DIFF})"
+            )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(repository: Path, name: str) -> tuple:
+    """What changes when a model folder changes: names, sizes and mtimes of its config, labels and versions."""
+    folder = repository / name
+    entries = []
+    for path in sorted(folder.glob("*")):
+        if path.is_file():
+            st = path.stat()
+            entries.append((path.name, st.st_size, st.st_mtime_ns))
+        elif path.is_dir() and path.name.isdigit():
+            for child in sorted(path.iterdir()):
+                if child.is_file():
+                    st = child.stat()
+                    entries.append((f"{path.name}/{child.name}", st.st_size, st.st_mtime_ns))
+    return tuple(entries)
 
 
 def _metadata(version_dir: Path) -> dict[str, Any]:

@@ -28,6 +28,9 @@ class ServerSettings(BaseSettings):
     max_queue_size: int = Field(1024, gt=0, description="Per-model queue bound in samples (config may override).")
     batching: bool = Field(True, description="Dynamic batching; off runs every request alone.")
     warmup: bool = Field(True, description="Run every batch size once before reporting ready.")
+    repository_poll_seconds: float = Field(
+        0.0, ge=0, description="Poll the repository for new, changed or removed models every N s; 0 = off."
+    )
     grace_seconds: float = Field(10.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
     explainer_address: str = Field("127.0.0.1:8011", description="The explainer sidecar's gRPC address.")
     tls_cert: Path | None = Field(None, description="PEM certificate chain; with tls_key, serve TLS only.")
