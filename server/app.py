@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
@@ -23,6 +22,7 @@ from cnnserve.server.classify import ClassifyHandler
 from cnnserve.server.grpc_explainer import ExplainerProxy
 from cnnserve.server.grpc_images import ImageServicer
 from cnnserve.server.grpc_kserve import KServeServicer
+from cnnserve.server.health import HealthService
 from cnnserve.server.inference import InferenceHandler
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
@@ -53,7 +53,7 @@ class CnnServer:
         self.settings = settings
         self.state = ServerState()
         self.metrics = ServerMetrics()
-        self.health = HealthServicer()
+        self.health = HealthService()
         self.models: ModelManager | None = None
         self.explainer: ExplainerProxy | None = None
         self.grpc_port = 0
@@ -141,7 +141,7 @@ class CnnServer:
         self.state.ready = False
         if self._poller is not None:
             self._poller.cancel()
-        await self.health.enter_graceful_shutdown()
+        await self.health.shut_down()
         if self._server is not None:
             await self._server.stop(grace)
         if self.models is not None:

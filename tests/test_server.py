@@ -142,7 +142,7 @@ def test_queue_full_is_refused_at_once_and_deadlines_are_honoured(server, digits
         # The neighbour model is untouched.
         assert client.infer("tiny", {"images": one})["probabilities"].shape == (1, 10)
     stats = server.server.models.get("bounded").stats
-    assert stats.rejected == 1 and stats.execution_count == 0
+    assert stats.rejected == 1 and stats.expired == 2 and stats.execution_count == 0
 
 
 def _status(call, *args, **kwargs):
