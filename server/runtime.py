@@ -49,7 +49,7 @@ class OnnxModel:
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         # onnxruntime's pool threads busy-wait after each run by default; they then burn the cores the event
-        # loop and gRPC threads need between batches. Off, they sleep (measured in docs/benchmarks.md).
+        # loop and gRPC threads need between batches. Off, they sleep (see docs/benchmarks.md).
         spin = "1" if allow_spinning else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)

@@ -8,6 +8,7 @@ the parent in small numpy batches; the final message carries the exact counts.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import time
 from dataclasses import dataclass
@@ -90,8 +91,11 @@ async def _run(spec: WorkerSpec, out: queue.Queue, stop_event, go_time: float) -
     requests = spec.requests
     timeout = spec.timeout_s
 
+    parent = os.getppid()
+
     async def watch() -> None:
-        while not stop_event.is_set():
+        # Stop on the parent's word, or when the parent died (orphans must not keep loading the server).
+        while not stop_event.is_set() and os.getppid() == parent:
             await asyncio.sleep(FLUSH_S)
             rec.flush()
         stopping.set()
