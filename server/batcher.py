@@ -204,7 +204,7 @@ class DynamicBatcher:
                 f"{self.max_queue_size}; cannot add a request of {n} samples"
             )
         request = _Request(inputs, n, loop.create_future(), deadline, now, time.monotonic_ns())
-        request.future.add_done_callback(lambda _fut: self._unqueue(request))  # frees capacity if abandoned
+        request.future.add_done_callback(lambda _fut: self._settled(request))  # frees capacity if abandoned
         self._queue.append(request)
         self._queued_samples += n
         self.stats.queue_depth = self._queued_samples
@@ -374,11 +374,9 @@ class DynamicBatcher:
                 return
             self.stats.record_execution(sum(counts), result.input_ns, result.infer_ns, result.output_ns)
             end_ns = time.monotonic_ns()
-            now = loop.time()
             for request, outputs in zip(live, result.outputs, strict=True):
                 if request.future.done():
-                    self._count_abandoned(request, now)
-                    continue
+                    continue  # abandoned while running: counted when its caller left
                 request.future.set_result(outputs)
                 self.stats.record_success(
                     end_ns - request.submitted_ns,
@@ -403,18 +401,21 @@ class DynamicBatcher:
     def _is_dead(self, request: _Request, now: float) -> bool:
         """True if the request must not run: its caller left or its deadline passed (then it is answered)."""
         if request.future.done():
-            self._count_abandoned(request, now)
-            return True
+            return True  # abandoned: counted when its caller left
         if request.deadline is not None and request.deadline <= now:
             self._fail(request, DeadlineExceeded(f"model {self.name}: deadline passed while queued"))
             self.stats.expired += 1
             return True
         return False
 
+    def _settled(self, request: _Request) -> None:
+        """The request's future is done: release its capacity; if its caller gave up, count that now."""
+        self._unqueue(request)
+        if request.future.cancelled():
+            self._count_abandoned(request, asyncio.get_running_loop().time())
+
     def _count_abandoned(self, request: _Request, now: float) -> None:
         """Count a request whose caller gave up (cancelled, or timed out) before we answered it."""
-        if not request.future.cancelled():
-            return  # already answered by us (stop without drain)
         if request.deadline is not None and request.deadline <= now:
             self.stats.expired += 1
             self.stats.fail.add(time.monotonic_ns() - request.submitted_ns)
