@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from cnnserve.export.onnx_convert import DEFAULT_OPSET
-from cnnserve.training.data import DEFAULT_DATA
 from cnnserve.training.registry import VARIANTS
 
 
@@ -26,7 +25,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="default %(default)s")
     parser.add_argument("--model-repository", type=Path, default=Path("models"), help="default %(default)s")
     parser.add_argument("--version", type=int, default=1, help="model version folder (default %(default)s)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data file training used")
+    parser.add_argument("--data", default=None, help="data training used (default: the path in its metadata)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
     parser.add_argument(
         "--parity-samples", type=int, default=None, help="held-out digits for parity (default: all, >= 256)"
@@ -54,7 +53,7 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
     parity = json.loads((out / "metadata.json").read_text())["parity"]
     print(
-        f"{args.variant}: parity on {parity['samples']} held-out digits: top-1 agreement "
+        f"{args.variant}: parity on {parity['samples']} held-out samples: top-1 agreement "
         f"{parity['top1_agreement']:.4f}, max |dprob| {parity['max_abs_diff']:.2e} -> {out}"
     )
     return 0

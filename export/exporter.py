@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnserve.export.onnx_convert import DEFAULT_OPSET, savedmodel_to_onnx
+from cnnserve.export.onnx_convert import DEFAULT_OPSET, convert
 from cnnserve.export.parity import MAX_ABS_DIFF, MIN_SAMPLES, check_parity, onnx_session, predict_onnx
 from cnnserve.export.triton_config import KSERVE_DATATYPES, ModelConfig, TensorConfig, render_config
 from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
-from cnnserve.training.data import DEFAULT_DATA, file_sha256, indices_sha256, load_dataset, split_dataset
+from cnnserve.training.data import file_sha256, indices_sha256, load_dataset, split_dataset
 from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
 
 logger = logging.getLogger(__name__)
@@ -36,20 +36,33 @@ class ExportError(RuntimeError):
     """The artifacts cannot be exported (missing, inconsistent with the data, or failed checks)."""
 
 
-def triton_config(variant: Variant, name: str) -> ModelConfig:
-    h, w, c = variant.input_shape
+def served_shape(train_meta: dict) -> tuple[int, int, int]:
+    """(H, W, C) the model was trained and saved at (smoke runs may use a smaller one than the registry)."""
+    return tuple(int(d) for d in train_meta["input"]["shape"][1:])
+
+
+def triton_config(variant: Variant, name: str, input_shape=None, num_classes: int | None = None) -> ModelConfig:
+    h, w, c = input_shape or variant.input_shape
+    k = num_classes or variant.num_classes
     return ModelConfig(
         name=name,
         inputs=(TensorConfig(INPUT_NAME, "uint8", (h, w, c), format="FORMAT_NHWC"),),
-        outputs=(TensorConfig(OUTPUT_NAME, "float32", (variant.num_classes,), label_filename="labels.txt"),),
+        outputs=(TensorConfig(OUTPUT_NAME, "float32", (k,), label_filename="labels.txt"),),
         max_batch_size=variant.max_batch_size,
         max_queue_delay_microseconds=variant.max_queue_delay_microseconds,
     )
 
 
-def heldout_samples(variant: Variant, data_path: Path, train_meta: dict, limit: int | None):
-    """The held-out digits training used, verified against the training metadata."""
-    data = load_dataset(variant.dataset, data_path)
+def heldout_samples(variant: Variant, data_path, train_meta: dict, limit: int | None, minimum: int = MIN_SAMPLES):
+    """The held-out samples training used, verified against the training metadata.
+
+    Parity is about numerics, not accuracy: when a small data set holds out fewer than ``minimum``
+    samples, training samples, then generated random images, top the parity set up to ``minimum``
+    (the composition is recorded in the parity report).
+    """
+    data = load_dataset(
+        variant.dataset, data_path, input_shape=served_shape(train_meta), labels=tuple(train_meta["labels"])
+    )
     if data.sha256 != train_meta["data"]["sha256"]:
         raise ExportError(
             f"{data_path} (sha256 {data.sha256[:12]}) is not the file {variant.name} was trained on "
@@ -58,8 +71,15 @@ def heldout_samples(variant: Variant, data_path: Path, train_meta: dict, limit: 
     split = split_dataset(data)
     if indices_sha256(split.heldout) != train_meta["split"]["heldout_indices_sha256"]:
         raise ExportError("The held-out split differs from the one recorded at training time")
-    idx = split.heldout if limit is None else split.heldout[:limit]
-    return data, data.x[idx], data.y[idx]
+    held = split.heldout if limit is None else split.heldout[:limit]
+    train = split.train[: max(0, minimum - len(held))]
+    x = data.x[np.concatenate([held, train]).astype(np.int64)]
+    n_generated = max(0, minimum - len(x))
+    if n_generated:  # a data set smaller than the parity set: uniform random images fill it up
+        rng = np.random.default_rng(0)
+        x = np.concatenate([x, rng.integers(0, 256, (n_generated, *x.shape[1:]), dtype=np.uint8)])
+    composition = {"heldout": int(len(held)), "train": int(len(train)), "generated": int(n_generated)}
+    return data, x, composition
 
 
 def _tf_probabilities(savedmodel: Path, x: np.ndarray) -> np.ndarray:
@@ -81,7 +101,8 @@ def _metadata(
     import tensorflow as tf
     import tf2onnx
 
-    h, w, c = variant.input_shape
+    h, w, c = served_shape(train_meta)
+    labels = train_meta["labels"]
     pre = variant.preprocessing
     return {
         "schema_version": METADATA_SCHEMA_VERSION,
@@ -98,9 +119,10 @@ def _metadata(
         "output": {
             "name": OUTPUT_NAME,
             "datatype": KSERVE_DATATYPES["TYPE_FP32"],
-            "shape": [-1, variant.num_classes],
+            "shape": [-1, len(labels)],
         },
-        "labels": list(variant.labels),
+        "labels": list(labels),
+        "smoke": bool(train_meta.get("smoke", False)),
         "preprocessing": {
             "height": h,
             "width": w,
@@ -109,12 +131,13 @@ def _metadata(
             "resize": pre.resize,
             "value_range": [0, 255],
             "in_graph": pre.in_graph,
-            "scale": pre.scale,
-            "offset": pre.offset,
+            "scale": list(pre.scale) if isinstance(pre.scale, tuple) else pre.scale,
+            "offset": list(pre.offset) if isinstance(pre.offset, tuple) else pre.offset,
             "invert_hint": pre.invert_hint,
         },
         "layers": train_meta["layers"],
         "metrics": train_meta["metrics"],
+        "data": train_meta.get("data", {}),
         "training": train_meta["training"],
         "split": {k: v for k, v in train_meta["split"].items() if k != "heldout_indices"},
         "parity": parity,
@@ -161,7 +184,7 @@ def export_variant(
     artifacts: str | Path = "artifacts",
     repository: str | Path = "models",
     version: int = 1,
-    data_path: str | Path = DEFAULT_DATA,
+    data_path: str | Path | None = None,
     opset: int = DEFAULT_OPSET,
     parity_samples: int | None = None,
     tolerance: float = MAX_ABS_DIFF,
@@ -169,9 +192,12 @@ def export_variant(
     """Convert ``<artifacts>/<name>/savedmodel`` to ONNX, prove parity, and install it; returns the
     version folder ``<repository>/<name>/<version>/``.
 
-    Parity runs on the held-out digits recorded at training time (all of them by default, at least
+    Parity runs on the held-out samples recorded at training time (all of them by default, at least
     256): onnxruntime (CPU) against the SavedModel's serving signature must agree on every top-1 class
     and within ``tolerance`` on every probability, else :class:`~cnnserve.export.parity.ParityError`.
+    ``data_path`` defaults to the data training used (from its metadata). Models above
+    ``SUBPROCESS_PARAMS`` parameters are converted in a child process with protobuf's pure-Python backend
+    (see ``onnx_convert.convert``).
     """
     variant = get_variant(name)
     if version < 1:
@@ -186,7 +212,10 @@ def export_variant(
     if tree_sha256(paths.savedmodel) != train_meta["hashes"]["savedmodel_sha256"]:
         raise ExportError(f"{paths.savedmodel} changed since training (sha256 differs from the metadata)")
 
-    data, x, _ = heldout_samples(variant, Path(data_path), train_meta, parity_samples)
+    data_path = train_meta["data"]["path"] if data_path is None else data_path
+    input_shape = served_shape(train_meta)
+    labels = list(train_meta["labels"])
+    data, x, composition = heldout_samples(variant, data_path, train_meta, parity_samples)
     repository = Path(repository)
     repository.resolve().parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".cnnserve-export-{name}-", dir=repository.resolve().parent))
@@ -195,22 +224,23 @@ def export_variant(
         vdir = staged / str(version)
         vdir.mkdir(parents=True)
         onnx_path = vdir / "model.onnx"
-        model = savedmodel_to_onnx(
+        convert(
             paths.savedmodel,
-            variant.input_shape,
+            onnx_path,
+            input_shape,
             INPUT_NAME,
             OUTPUT_NAME,
             opset=opset,
-            doc={"variant": name, "labels": ",".join(variant.labels), "version": str(version)},
+            doc={"variant": name, "labels": ",".join(labels), "version": str(version)},
+            params=int(train_meta["training"].get("params", 0)),
         )
-        onnx_path.write_bytes(model.SerializeToString())
 
         session = onnx_session(onnx_path)
         onnx_probs = predict_onnx(session, x, INPUT_NAME, OUTPUT_NAME)
         tf_probs = _tf_probabilities(paths.savedmodel, x)
         report = check_parity(tf_probs, onnx_probs, tolerance, provider=session.get_providers()[0])
         logger.info(
-            "Parity on %d held-out digits: top-1 %.4f, max |dp| %.3g",
+            "Parity on %d held-out samples: top-1 %.4f, max |dp| %.3g",
             report.samples, report.top1_agreement, report.max_abs_diff,
         )  # fmt: skip
 
@@ -222,10 +252,12 @@ def export_variant(
             "keras_sha256": file_sha256(vdir / "model.keras"),
             "data_sha256": data.sha256,
         }
-        meta = _metadata(variant, name, version, train_meta, report.as_dict(), hashes, opset)
+        meta = _metadata(
+            variant, name, version, train_meta, {**report.as_dict(), "composition": composition}, hashes, opset
+        )
         (vdir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-        (staged / "labels.txt").write_text("".join(f"{label}\n" for label in variant.labels))
-        (staged / "config.pbtxt").write_text(render_config(triton_config(variant, name)))
+        (staged / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+        (staged / "config.pbtxt").write_text(render_config(triton_config(variant, name, input_shape, len(labels))))
 
         repository.mkdir(parents=True, exist_ok=True)
         _install(staged, repository / name, version)

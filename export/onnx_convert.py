@@ -54,3 +54,74 @@ def savedmodel_to_onnx(
         model.metadata_props.add(key=key, value=val)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+SUBPROCESS_PARAMS = 50_000_000
+"""Above this many parameters (VGG16/19, AlexNet) the conversion runs in a child process with protobuf's
+pure-Python backend: with the default (upb) backend tf2onnx peaked at 24 GB on VGG16 or was killed; with
+``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python`` it took about a minute at 12.5 GB. The backend is fixed
+when protobuf is first imported, hence a fresh process."""
+
+
+def convert(
+    savedmodel: Path,
+    onnx_path: Path,
+    input_shape: tuple[int, ...],
+    input_name: str,
+    output_name: str,
+    opset: int = DEFAULT_OPSET,
+    doc: dict[str, str] | None = None,
+    params: int = 0,
+    subprocess_conversion: bool | None = None,
+) -> None:
+    """Convert ``savedmodel`` and write ``onnx_path``; in a child process for models above
+    ``SUBPROCESS_PARAMS`` parameters (or when ``subprocess_conversion`` says so)."""
+    if subprocess_conversion is None:
+        subprocess_conversion = params > SUBPROCESS_PARAMS
+    if not subprocess_conversion:
+        model = savedmodel_to_onnx(savedmodel, input_shape, input_name, output_name, opset=opset, doc=doc)
+        onnx_path.write_bytes(model.SerializeToString())
+        return
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    cmd = [
+        sys.executable, "-m", "cnnserve.export.onnx_convert", str(savedmodel), str(onnx_path),
+        "--shape", *map(str, input_shape), "--input", input_name, "--output", output_name,
+        "--opset", str(opset), "--doc", json.dumps(doc or {}),
+    ]  # fmt: skip
+    logger.info("Converting %s in a child process (protobuf python backend, %d parameters)", savedmodel, params)
+    subprocess.run(cmd, env=env, check=True)
+    if not onnx_path.exists():
+        raise RuntimeError(f"The conversion process wrote no {onnx_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cnnserve.export.onnx_convert SAVEDMODEL OUT.onnx --shape H W C``: one conversion."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("savedmodel", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--shape", type=int, nargs=3, required=True)
+    parser.add_argument("--input", default="images")
+    parser.add_argument("--output-name", "--output", dest="output_name", default="probabilities")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--doc", default="{}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = savedmodel_to_onnx(
+        args.savedmodel, tuple(args.shape), args.input, args.output_name, args.opset, json.loads(args.doc)
+    )
+    args.output.write_bytes(model.SerializeToString())
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

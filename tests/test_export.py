@@ -105,7 +105,7 @@ def test_export_cli_defaults():
     args = parser.parse_args(["export", "mnist_cnn"])
     assert (args.variant, args.version, args.opset, args.parity_samples) == ("mnist_cnn", 1, 18, None)
     assert str(args.artifacts) == "artifacts" and str(args.model_repository) == "models"
-    assert str(args.data) == str(DEFAULT_DATA)
+    assert args.data is None  # the data path recorded in the training metadata
 
 
 # ------------------------------------------------------------------ real round trip (TensorFlow)
@@ -218,10 +218,10 @@ def test_broken_onnx_model_fails_parity_and_writes_nothing(trained, tmp_path, mo
     """A conversion that silently changes a weight must be caught by the real parity check."""
     import onnx.numpy_helper
 
-    from cnnserve.export import exporter
+    from cnnserve.export import exporter, onnx_convert
     from cnnserve.export.parity import ParityError
 
-    real_convert = exporter.savedmodel_to_onnx
+    real_convert = onnx_convert.savedmodel_to_onnx
 
     def convert_with_a_wrong_bias(*args, **kwargs):
         model = real_convert(*args, **kwargs)
@@ -230,7 +230,7 @@ def test_broken_onnx_model_fails_parity_and_writes_nothing(trained, tmp_path, mo
         init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) + 0.05, init.name))
         return model
 
-    monkeypatch.setattr(exporter, "savedmodel_to_onnx", convert_with_a_wrong_bias)
+    monkeypatch.setattr(onnx_convert, "savedmodel_to_onnx", convert_with_a_wrong_bias)
     repo = tmp_path / "models"
     with pytest.raises(ParityError, match=r"parity failed on 1000 held-out samples.*max \|dprob\|"):
         exporter.export_variant("mnist_cnn", artifacts=trained, repository=repo, version=1)

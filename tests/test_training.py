@@ -49,8 +49,11 @@ def test_variant_table_entries_are_consistent(name):
     assert v.name == name
     assert len(v.input_shape) == 3 and all(d > 0 for d in v.input_shape)
     assert len(v.labels) == v.num_classes >= 2 and len(set(v.labels)) == len(v.labels)
-    assert v.max_batch_size == 64 and v.max_queue_delay_microseconds > 0
-    assert v.epochs >= 1 and v.batch_size >= 1 and v.description
+    assert 1 <= v.max_batch_size <= 64 and v.max_queue_delay_microseconds > 0
+    assert v.epochs >= (0 if v.pretrained else 1) and v.batch_size >= 1 and v.description and v.reference
+    assert v.params > 0 and v.last_conv_layer
+    if v.smoke_input_shape is not None:
+        assert v.smoke_input_shape[2] == v.input_shape[2] and v.smoke_input_shape[:2] < v.input_shape[:2]
 
 
 # ------------------------------------------------------------------ data
@@ -110,7 +113,8 @@ def test_every_variant_builds_with_the_served_contract(name):
     import keras
 
     v = VARIANTS[name]
-    model = v.build()
+    model = v.make_model()  # random weights: never downloads
+    assert model.count_params() == v.params
     assert model.inputs[0].name == INPUT_NAME
     assert model.inputs[0].dtype == "uint8"
     assert tuple(model.inputs[0].shape) == (None, *v.input_shape)
@@ -119,8 +123,11 @@ def test_every_variant_builds_with_the_served_contract(name):
     # The in-graph scaling comes first, right after the input, and is the one the variant declares.
     rescale = model.layers[1]
     assert isinstance(rescale, keras.layers.Rescaling) and rescale.name == "rescale"
-    assert rescale.get_config()["scale"] == pytest.approx(v.preprocessing.scale)
-    assert rescale.get_config()["offset"] == pytest.approx(v.preprocessing.offset)
+    x0 = np.zeros((1, *v.input_shape), np.uint8)
+    x0[..., :] = np.arange(v.input_shape[2], dtype=np.uint8) * 40 + 10  # a different value per channel
+    got = np.asarray(rescale(x0))[0, 0, 0]
+    want = x0[0, 0, 0] * np.asarray(v.preprocessing.scale) + np.asarray(v.preprocessing.offset)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     last_conv = model.get_layer(v.last_conv_layer)
     assert isinstance(last_conv, keras.layers.Conv2D)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
@@ -136,7 +143,7 @@ def test_every_variant_builds_with_the_served_contract(name):
 
 @pytest.mark.slow
 def test_lenet5_has_the_reference_parameter_count():
-    model = VARIANTS["lenet5"].build()
+    model = VARIANTS["lenet5"].make_model()
     counts = {layer.name: layer.count_params() for layer in model.layers}
     assert counts["conv1"] == 156 and counts["conv2"] == 2416
     assert counts["fc1"] == 30840 and counts["fc2"] == 10164 and counts[OUTPUT_NAME] == 850
@@ -145,7 +152,7 @@ def test_lenet5_has_the_reference_parameter_count():
 
 @pytest.mark.slow
 def test_mnist_cnn_layer_sequence_matches_the_reference():
-    model = VARIANTS["mnist_cnn"].build()
+    model = VARIANTS["mnist_cnn"].make_model()
     seq = []
     for layer in model.layers[2:]:  # after the input and the rescaling
         cfg = layer.get_config()
@@ -227,6 +234,7 @@ def test_train_cli_parses_the_documented_arguments():
     add_train_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", "lenet5", "--epochs", "2", "--limit", "64", "--output-dir", "x"])
     assert (args.variant, args.epochs, args.limit, str(args.output_dir)) == ("lenet5", 2, 64, "x")
-    assert args.seed == 0 and str(args.data) == str(DEFAULT_DATA) and args.batch_size is None
+    assert args.seed == 0 and args.data is None and args.batch_size is None  # None: the variant's data
+    assert args.smoke is False and args.weights is None and args.distribute == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "no_such_variant"])

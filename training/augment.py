@@ -12,18 +12,25 @@ from cnnserve.training.registry import Augmentation
 
 
 def augmentation_layers(aug: Augmentation, seed: int):
-    """A Keras Sequential of random transforms (background fill 0), or None when all are disabled."""
+    """A Keras Sequential of random transforms, or None when all are disabled."""
     import keras
 
+    fill = aug.fill_mode
     layers = []
+    if aug.horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 3, name="aug_flip"))
     if aug.max_rotation:
-        layers.append(keras.layers.RandomRotation(aug.max_rotation, fill_mode="constant", seed=seed, name="aug_rotate"))
+        layers.append(keras.layers.RandomRotation(aug.max_rotation, fill_mode=fill, seed=seed, name="aug_rotate"))
+    if aug.max_shear:
+        layers.append(
+            keras.layers.RandomShear(aug.max_shear, aug.max_shear, fill_mode=fill, seed=seed + 4, name="aug_shear")
+        )
     if aug.max_zoom:
-        layers.append(keras.layers.RandomZoom(aug.max_zoom, fill_mode="constant", seed=seed + 1, name="aug_zoom"))
+        layers.append(keras.layers.RandomZoom(aug.max_zoom, fill_mode=fill, seed=seed + 1, name="aug_zoom"))
     if aug.max_shift:
         layers.append(
             keras.layers.RandomTranslation(
-                aug.max_shift, aug.max_shift, fill_mode="constant", seed=seed + 2, name="aug_shift"
+                aug.max_shift, aug.max_shift, fill_mode=fill, seed=seed + 2, name="aug_shift"
             )
         )
     return keras.Sequential(layers, name="augmentation") if layers else None

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cnnserve.training.data import DEFAULT_DATA
+from cnnserve.training.distribute import STRATEGIES
 from cnnserve.training.registry import VARIANTS
 
 
@@ -21,12 +21,29 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "train_metadata.json, logs/}. Accuracy is measured on a held-out split training never sees.",
     )
     parser.add_argument("variant", metavar="VARIANT", choices=sorted(VARIANTS), help="one of %(choices)s")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset file (default %(default)s)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="dataset: a file or folder, 'keras' (keras.datasets download), 'sklearn' (digits); "
+        "default: the variant's (see `cnnserve variants`)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="default: the variant's")
     parser.add_argument("--seed", type=int, default=0, help="seed for Python, NumPy, TF (default %(default)s)")
     parser.add_argument("--output-dir", type=Path, default=Path("artifacts"), help="default %(default)s")
     parser.add_argument("--limit", type=int, default=None, help="train on only N samples (quick runs, tests)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the variant's")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few steps on generated data at a CI-sized input (checks the pipeline)"
+    )
+    parser.add_argument(
+        "--weights", default=None, help="pretrained variants: imagenet | none | PATH (Keras weights file, offline)"
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=STRATEGIES,
+        default="none",
+        help="tf.distribute strategy: mirrored (GPUs of this machine), multiworker (machines, via TF_CONFIG)",
+    )
     parser.set_defaults(func=run_train)
     return parser
 
@@ -42,6 +59,9 @@ def run_train(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         limit=args.limit,
         batch_size=args.batch_size,
+        smoke=args.smoke,
+        weights=args.weights,
+        distribute=args.distribute,
     )
     meta = json.loads((out / "train_metadata.json").read_text())
     held = meta["metrics"]["heldout"]

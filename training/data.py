@@ -32,6 +32,10 @@ class Dataset:
     sha256: str
     official_test: np.ndarray | None = None
     """Indices of an official test split, when the file has one (full MNIST)."""
+    labels: tuple[str, ...] | None = None
+    """Class names, when the data names its classes (folder trees); else the variant's labels apply."""
+    validation: np.ndarray | None = None
+    """Indices of a validation split (monitoring only), when the data has one."""
 
 
 @dataclass(frozen=True)
@@ -112,15 +116,74 @@ def load_mnist(path: str | Path = DEFAULT_DATA, allow_download: bool = False) ->
     return Dataset(x=x, y=y, source=str(path), sha256=file_sha256(path), official_test=test)
 
 
-LOADERS = {"mnist": load_mnist}
+SMOKE_DATA = "smoke"
+"""``--data smoke``: generated data (see :func:`synthetic_dataset`), for CI-sized runs."""
 
 
-def load_dataset(key: str, path: str | Path) -> Dataset:
+def _loaders() -> dict:
+    from cnnserve.training import datasets
+
+    return {
+        "mnist": lambda path, **_: load_mnist(path),
+        "digits": datasets.load_digits,
+        "faces": datasets.load_faces,
+        "split_folders": datasets.load_split_folders,
+        "image_folders": datasets.load_image_folders,
+        "cifar10": datasets.load_cifar10,
+        "cifar100": datasets.load_cifar100,
+    }
+
+
+def load_dataset(
+    key: str,
+    path: str | Path,
+    input_shape: tuple[int, int, int] | None = None,
+    labels: tuple[str, ...] | None = None,
+) -> Dataset:
+    """Load dataset ``key`` from ``path``; ``path == "smoke"`` generates a small learnable data set of
+    ``input_shape`` and ``len(labels)`` classes instead. Folder loaders resize images to ``input_shape``."""
+    if str(path) == SMOKE_DATA:
+        if input_shape is None or labels is None:
+            raise ValueError("Smoke data needs the input shape and the labels")
+        return synthetic_dataset(tuple(input_shape), tuple(labels))
+    loaders = _loaders()
     try:
-        loader = LOADERS[key]
+        loader = loaders[key]
     except KeyError:
-        raise KeyError(f"No loader for dataset {key!r}. Known: {', '.join(sorted(LOADERS))}") from None
-    return loader(path)
+        raise KeyError(f"No loader for dataset {key!r}. Known: {', '.join(sorted(loaders))}") from None
+    return loader(path, input_shape=input_shape, labels=labels)
+
+
+SMOKE_TRAIN_PER_CLASS = 4
+SMOKE_HELDOUT = 256
+
+
+def synthetic_dataset(input_shape: tuple[int, int, int], labels: tuple[str, ...], seed: int = 0) -> Dataset:
+    """Generated images a CNN can learn in a few steps: noise plus a bright square whose position and
+    colour depend on the class. ``SMOKE_HELDOUT`` held-out images (enough for the parity check) and
+    ``SMOKE_TRAIN_PER_CLASS`` (at least 32) training images; deterministic for a shape and label count."""
+    h, w, c = input_shape
+    k = len(labels)
+    n_train = max(32, SMOKE_TRAIN_PER_CLASS * min(k, 16))
+    n = n_train + SMOKE_HELDOUT
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    x = rng.integers(0, 64, (n, h, w, c), dtype=np.uint8)
+    side_h, side_w = max(1, h // 4), max(1, w // 4)
+    for i, cls in enumerate(y):
+        cell = int(cls) % 9
+        top, left = (cell // 3) * (h - side_h) // 2, (cell % 3) * (w - side_w) // 2
+        colour = 255 - 64 * ((int(cls) // 9) % 3 * (np.arange(c) % 2))
+        x[i, top : top + side_h, left : left + side_w, :] = colour
+    digest = hashlib.sha256(x.tobytes() + y.astype("<i8").tobytes()).hexdigest()
+    return Dataset(
+        x=x,
+        y=y.astype(np.int64),
+        source=f"{SMOKE_DATA}:{h}x{w}x{c}:{k}",
+        sha256=digest,
+        official_test=np.arange(n_train, n),
+        labels=tuple(labels),
+    )
 
 
 def stratified_heldout(
@@ -150,11 +213,20 @@ def stratified_heldout(
     return train, heldout
 
 
-def split_dataset(data: Dataset, count: int = HELDOUT_COUNT, seed: int = SPLIT_SEED) -> Split:
-    """The held-out split of ``data``: the official test set when there is one, else stratified."""
+def heldout_count(n: int) -> int:
+    """``HELDOUT_COUNT`` for data of at least 5x that size (the bundled MNIST: 1000 of 8000), else 20 %."""
+    return HELDOUT_COUNT if n >= 5 * HELDOUT_COUNT else max(1, round(0.2 * n))
+
+
+def split_dataset(data: Dataset, count: int | None = None, seed: int = SPLIT_SEED) -> Split:
+    """The held-out split of ``data``: the official test set when there is one, else stratified
+    (``count`` samples, default :func:`heldout_count`)."""
+    count = heldout_count(len(data.y)) if count is None else count
     if data.official_test is not None:
         heldout = np.sort(data.official_test)
         train = np.setdiff1d(np.arange(len(data.y)), heldout, assume_unique=True)
+        if data.validation is not None:
+            train = np.setdiff1d(train, data.validation, assume_unique=True)
         return Split(train=train, heldout=heldout, rule="official test split of the file")
     train, heldout = stratified_heldout(data.y, count=count, seed=seed)
     rule = f"stratified random {count} held out per class frequency, numpy default_rng(seed={seed})"

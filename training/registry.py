@@ -13,21 +13,51 @@ so the SavedModel, the ``.keras`` file and the ONNX model all share one contract
 to normalise pixels itself. Every layer carries an explicit name so that Grad-CAM and activation requests
 can address layers by stable names (``conv1``, ``pool1``, ...).
 
-To add a variant: write a ``_build_<name>`` factory with named layers and register a :class:`Variant` in
-``VARIANTS``; the parameterised tests in ``tests/test_training.py`` pick it up automatically.
+To add a variant: write a ``build_<name>`` factory with named layers in ``architectures.py`` and register
+a :class:`Variant` in ``VARIANTS``; the parameterised tests (``tests/test_training.py``,
+``tests/test_variants.py``) pick it up automatically.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
-RESCALE_LAYER = "rescale"
+from cnnserve.training import architectures as arch
+from cnnserve.training.architectures import CAFFE_MEAN_RGB, INPUT_NAME, OUTPUT_NAME, RESCALE_LAYER
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "RESCALE_LAYER", "VARIANTS", "Variant", "get_variant"]
 
 DIGIT_LABELS: tuple[str, ...] = tuple(str(i) for i in range(10))
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+IMAGENET_CLASSES_FILE = DATA_DIR / "imagenet-classes.txt"
+"""The 1,000 ImageNet-1k class names in Keras' class-index order (source and license beside it)."""
+CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# CIFAR-100 fine labels in index order (the "fine_label_names" of the dataset's meta file).
+CIFAR100_LABELS = tuple(
+    """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can
+    castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin
+    elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster
+    man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck
+    pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk
+    skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger
+    tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
+)
+FACE_LABELS = tuple(f"person{i}" for i in range(10))
+"""Placeholder: face_cnn's labels are the person folders of the training data (one output per person)."""
+CATS_DOGS_LABELS = ("cats", "dogs")
+"""Default: vgg16_transfer/_finetune take the two class folders' names (sorted) of the training data."""
+
+
+@functools.cache
+def imagenet_labels() -> tuple[str, ...]:
+    names = tuple(line.strip() for line in IMAGENET_CLASSES_FILE.read_text().splitlines() if line.strip())
+    if len(names) != 1000:
+        raise RuntimeError(f"{IMAGENET_CLASSES_FILE} must list 1000 classes. Received: {len(names)}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -40,8 +70,9 @@ class Preprocessing:
     """Interpolation the server uses to resize decoded images to (H, W)."""
     in_graph: str = "x / 255.0"
     """The scaling the model applies inside its graph to the uint8 input."""
-    scale: float = 1.0 / 255.0
-    offset: float = 0.0
+    scale: float | tuple[float, ...] = 1.0 / 255.0
+    offset: float | tuple[float, ...] = 0.0
+    """Per-channel tuples (RGB order) where the scaling differs per channel (ImageNet's caffe mode)."""
     invert_hint: str | None = None
     """Advice for clients whose images have the opposite polarity to the training data."""
 
@@ -72,6 +103,11 @@ class Augmentation:
     """Fraction of a full turn for random rotation (0.03 is about 11 degrees)."""
     max_zoom: float = 0.0
     """Fraction for random zoom in and out."""
+    max_shear: float = 0.0
+    """Shear intensity (Keras ``RandomShear`` factor) along x and y."""
+    horizontal_flip: bool = False
+    fill_mode: str = "constant"
+    """How transforms fill uncovered pixels: ``constant`` (0, digits' background) or ``nearest``."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +115,13 @@ class Variant:
     """One CNN variant: how to build, train and serve it."""
 
     name: str
-    build: Callable[[], Any]
-    """Factory returning the uncompiled served ``keras.Model`` (uint8 ``images`` -> ``probabilities``)."""
+    build: Callable[..., Any]
+    """Factory ``build(input_shape, num_classes, weights=None)`` returning the uncompiled served
+    ``keras.Model`` (uint8 ``images`` -> ``probabilities``); see :meth:`make_model`."""
     input_shape: tuple[int, int, int]
     """(H, W, C), without the batch dimension."""
     labels: tuple[str, ...]
+    """Default labels; loaders that read class folders (faces, cats vs dogs) supply the data's own."""
     dataset: str
     """Key of the loader in ``cnnserve.training.data`` (e.g. ``"mnist"``)."""
     last_conv_layer: str
@@ -102,65 +140,42 @@ class Variant:
     augmentation: Augmentation = field(default_factory=Augmentation)
     optimizer_note: str = ""
     """Why these optimizer settings (recorded in the training metadata)."""
+    reference: str = ""
+    """Where the network comes from in the reference material, and the accuracy it reports."""
+    default_weights: str | None = None
+    """``"imagenet"`` for keras.applications-based variants (``--weights imagenet|none|PATH``); None: none."""
+    smoke_input_shape: tuple[int, int, int] | None = None
+    """Smaller input for ``--smoke`` where the architecture allows it (global pooling, no top);
+    None keeps ``input_shape`` (a Flatten into a fixed-size dense layer)."""
+    heavy: bool = False
+    """VGG-sized: ONNX conversion needs GBs of memory and minutes; kept out of the default test run."""
+    default_data: str = ""
+    """Default ``--data`` for real training (a path, or where to put the Keras download)."""
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def params(self) -> int:
+        """Parameters at the registered input shape and classes (``PARAM_COUNTS``, checked by the tests)."""
+        return PARAM_COUNTS[self.name]
+
+    @property
+    def pretrained(self) -> bool:
+        return self.default_weights is not None
+
+    def make_model(self, input_shape=None, num_classes=None, weights=None):
+        """Build the served Keras model (TensorFlow needed); defaults: the registered shape and classes."""
+        return self.build(tuple(input_shape or self.input_shape), int(num_classes or self.num_classes), weights=weights)
 
     def optimizer_description(self) -> str:
         return self.optimizer_note
 
 
 # --------------------------------------------------------------------------------------------------
-# Factories. Keras is imported inside each function so that this module stays TensorFlow-free.
+# Optimizers: factories taking the total number of training steps. Keras is imported inside.
 # --------------------------------------------------------------------------------------------------
-
-
-def _served_input(shape: tuple[int, int, int], pre: Preprocessing):
-    """uint8 ``images`` input followed by the in-graph scaling layer ``pre`` describes."""
-    import keras
-
-    images = keras.Input(shape=shape, dtype="uint8", name=INPUT_NAME)
-    x = keras.layers.Rescaling(pre.scale, offset=pre.offset, name=RESCALE_LAYER)(images)
-    return images, x
-
-
-def _build_mnist_cnn():
-    """The reference MNIST CNN: two 5x5 'same' conv blocks and a 1024-256-50 MLP with dropout 0.5."""
-    import keras
-    from keras import layers
-
-    images, x = _served_input((28, 28, 1), MNIST_PREPROCESSING)
-    x = layers.Conv2D(32, (5, 5), padding="same", activation="relu", name="conv1")(x)
-    x = layers.MaxPooling2D(2, 2, name="pool1")(x)
-    x = layers.Conv2D(64, (5, 5), padding="same", activation="relu", name="conv2")(x)
-    x = layers.MaxPooling2D(2, 2, name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(1024, activation="relu", name="fc1")(x)
-    x = layers.Dropout(0.5, name="dropout1")(x)
-    x = layers.Dense(256, activation="relu", name="fc2")(x)
-    x = layers.Dropout(0.5, name="dropout2")(x)
-    x = layers.Dense(50, activation="relu", name="fc3")(x)
-    x = layers.Dropout(0.5, name="dropout3")(x)
-    probabilities = layers.Dense(10, activation="softmax", name=OUTPUT_NAME)(x)
-    return keras.Model(images, probabilities, name="mnist_cnn")
-
-
-def _build_lenet5():
-    """LeNet-5 as in the reference: sigmoid 5x5 'valid' convs, 2x2/2 max pools, 120-84-10 dense."""
-    import keras
-    from keras import layers
-
-    images, x = _served_input((28, 28, 1), MNIST_STANDARDISED)
-    x = layers.Conv2D(6, 5, activation="sigmoid", name="conv1")(x)
-    x = layers.MaxPooling2D(pool_size=2, strides=2, name="pool1")(x)
-    x = layers.Conv2D(16, 5, activation="sigmoid", name="conv2")(x)
-    x = layers.MaxPooling2D(pool_size=2, strides=2, name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(120, activation="sigmoid", name="fc1")(x)
-    x = layers.Dense(84, activation="sigmoid", name="fc2")(x)
-    probabilities = layers.Dense(10, activation="softmax", name=OUTPUT_NAME)(x)
-    return keras.Model(images, probabilities, name="lenet5")
 
 
 def _adam_cosine(total_steps: int):
@@ -180,14 +195,99 @@ def _sgd_momentum_cosine(total_steps: int):
     return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True)
 
 
+def _adam(learning_rate: float) -> Callable[[int], Any]:
+    """Constant-rate Adam, as the tutorials use it."""
+
+    def make(total_steps: int):
+        import keras
+
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+
+    make.__doc__ = f"Adam({learning_rate:g})"
+    return make
+
+
+def _sgd_cosine(learning_rate: float) -> Callable[[int], Any]:
+    def make(total_steps: int):
+        import keras
+
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, total_steps), alpha=0.01)
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+
+    return make
+
+
+# --------------------------------------------------------------------------------------------------
+# The table.
+# --------------------------------------------------------------------------------------------------
+
 _DIGIT_AUGMENTATION = Augmentation(max_shift=0.08, max_rotation=0.025, max_zoom=0.08)
+# 000_*.txt §3: rotation 50 degrees, shifts .3, shear .3, zoom .3, horizontal flip (training split only).
+_FACE_AUGMENTATION = Augmentation(
+    max_shift=0.3, max_rotation=50 / 360, max_zoom=0.3, max_shear=0.3, horizontal_flip=True, fill_mode="nearest"
+)
+# 000_*.txt §4.3/4.4: rotation 20 degrees, shifts .2, shear .2, zoom .2, horizontal flip.
+_CATS_DOGS_AUGMENTATION = Augmentation(
+    max_shift=0.2, max_rotation=20 / 360, max_zoom=0.2, max_shear=0.2, horizontal_flip=True, fill_mode="nearest"
+)
+_CIFAR_AUGMENTATION = Augmentation(max_shift=0.1, horizontal_flip=True, fill_mode="nearest")
+
+_RGB = Preprocessing(color_mode="rgb")
+_CAFFE = Preprocessing(
+    color_mode="rgb",
+    in_graph=f"x - {list(CAFFE_MEAN_RGB)} (RGB means; the RGB->BGR swap is folded into the first conv's kernel)",
+    scale=1.0,
+    offset=tuple(-m for m in CAFFE_MEAN_RGB),
+)
+_INCEPTION = Preprocessing(color_mode="rgb", in_graph="x / 127.5 - 1", scale=1.0 / 127.5, offset=-1.0)
+_LENET_BUILD = functools.partial(arch.build_lenet5, scale=MNIST_STANDARDISED.scale, offset=MNIST_STANDARDISED.offset)
+
+
+def _imagenet_variant(name: str, build, input_shape, pre: Preprocessing, last_conv: str, description: str, **kw):
+    return Variant(
+        name=name,
+        build=build,
+        input_shape=input_shape,
+        labels=imagenet_labels(),
+        dataset="image_folders",
+        last_conv_layer=last_conv,
+        optimizer=_sgd_cosine(1e-3),
+        optimizer_note="SGD(1e-3, momentum 0.9, cosine) for fine-tuning the ImageNet classifier on local "
+        "class folders; the default is 0 epochs: the ImageNet weights served as they are",
+        description=description,
+        epochs=0,
+        batch_size=16,
+        max_batch_size=16,
+        preprocessing=pre,
+        default_weights="imagenet",
+        **kw,
+    )
+
+
+# Parameter counts at the registered shapes (keras.applications' published counts for the ImageNet models);
+# `cnnserve variants` prints them without TensorFlow, tests/test_training.py rebuilds every model to check them.
+PARAM_COUNTS = {
+    "mnist_cnn": 3_540_144,
+    "lenet5": 44_426,
+    "digits_bn": 2_135,
+    "face_cnn": 19_281_758,
+    "vgg16_transfer": 23_103_809,
+    "vgg16_finetune": 23_103_809,
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+    "inception_v3": 23_851_784,
+    "resnet50": 25_636_712,
+    "alexnet": 62_379_752,
+    "cifar10_cnn": 8_664_842,
+    "cifar100_cnn": 8_763_428,
+}
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant(
             name="mnist_cnn",
-            build=_build_mnist_cnn,
+            build=arch.build_mnist_cnn,
             input_shape=(28, 28, 1),
             labels=DIGIT_LABELS,
             dataset="mnist",
@@ -199,10 +299,12 @@ VARIANTS: dict[str, Variant] = {
             epochs=18,  # seed 0, bundled 8k: 98.7 % held-out (15 epochs: 98.5 %), ~2-3 min on 2 cores
             batch_size=64,
             augmentation=_DIGIT_AUGMENTATION,
+            reference="000_*.txt §2 (MNIST CNN, Adam 3e-3, batch 500)",
+            default_data="data/mnist-8k.npz",
         ),
         Variant(
             name="lenet5",
-            build=_build_lenet5,
+            build=_LENET_BUILD,
             input_shape=(28, 28, 1),
             labels=DIGIT_LABELS,
             dataset="mnist",
@@ -217,6 +319,176 @@ VARIANTS: dict[str, Variant] = {
             batch_size=32,
             preprocessing=MNIST_STANDARDISED,
             augmentation=_DIGIT_AUGMENTATION,
+            reference="001_*.txt / 004_*.txt §2.4.1 (LeNet-5, sigmoid, SGD)",
+            default_data="data/mnist-8k.npz",
+        ),
+        Variant(
+            name="digits_bn",
+            build=arch.build_digits_bn,
+            input_shape=(8, 8, 1),
+            labels=DIGIT_LABELS,
+            dataset="digits",
+            last_conv_layer="conv2",
+            optimizer=_adam(1e-3),
+            optimizer_note="Adam(1e-3), batch 8, as the tutorial (which runs 1000 epochs on all 1797 digits)",
+            description="sklearn 8x8 digits: conv3x3x10-conv3x3/2x5-BN-relu-maxpool3x3/2-fc50-softmax10",
+            epochs=60,
+            batch_size=8,
+            preprocessing=Preprocessing(in_graph="x / 255.0 (the loader maps sklearn's 0-16 to 0-255)"),
+            reference="002_*.txt code example: 99.9 % on its own training data",
+            default_data="sklearn",
+        ),
+        Variant(
+            name="face_cnn",
+            build=arch.build_face_cnn,
+            input_shape=(70, 50, 3),
+            labels=FACE_LABELS,
+            dataset="faces",
+            last_conv_layer="conv3",
+            optimizer=_adam(1e-3),
+            optimizer_note="Adam(1e-3), batch 20, as the reference; softmax cross-entropy instead of its "
+            "sigmoid + binary cross-entropy (one person per image)",
+            description="faces 70x50: conv5x5x32/64/128 with pools-fc8192-fc1024-fc128 (dropout .5)-fc60-softmax",
+            epochs=30,
+            batch_size=20,
+            preprocessing=_RGB,
+            augmentation=_FACE_AUGMENTATION,
+            reference="000_*.txt §3: 'above 90 %' on its test folders (faces cut from short videos)",
+            default_data="faces",
+        ),
+        Variant(
+            name="vgg16_transfer",
+            build=arch.build_vgg16_transfer,
+            input_shape=(256, 256, 3),
+            labels=CATS_DOGS_LABELS,
+            dataset="split_folders",
+            last_conv_layer="block5_conv3",
+            optimizer=_adam(3e-4),
+            optimizer_note="Adam(3e-4), as the reference; batch 16 (reference 50) for CPU memory",
+            description="VGG16 base (frozen, ImageNet) -flatten-fc256-sigmoid, served as [1-p, p]",
+            epochs=30,
+            batch_size=16,
+            max_batch_size=16,
+            preprocessing=_CAFFE,
+            augmentation=_CATS_DOGS_AUGMENTATION,
+            reference="000_*.txt §4.3: 93 % on cats vs dogs (2000 train / 1000 validation images)",
+            default_weights="imagenet",
+            smoke_input_shape=(64, 64, 3),
+            default_data="cats_and_dogs",
+        ),
+        Variant(
+            name="vgg16_finetune",
+            build=arch.build_vgg16_finetune,
+            input_shape=(256, 256, 3),
+            labels=CATS_DOGS_LABELS,
+            dataset="split_folders",
+            last_conv_layer="block5_conv3",
+            optimizer=_adam(3e-4),
+            optimizer_note="Adam(3e-4), as the reference; batch 16 (reference 50) for CPU memory",
+            description="VGG16 base (ImageNet; block5_conv1..3 trainable) -flatten-fc256-dropout.3-sigmoid, "
+            "served as [1-p, p]",
+            epochs=30,
+            batch_size=16,
+            max_batch_size=16,
+            preprocessing=_CAFFE,
+            augmentation=_CATS_DOGS_AUGMENTATION,
+            reference="000_*.txt §4.4: 95 % on cats vs dogs",
+            default_weights="imagenet",
+            smoke_input_shape=(64, 64, 3),
+            default_data="cats_and_dogs",
+        ),
+        _imagenet_variant(
+            "vgg16",
+            arch.build_vgg16,
+            (224, 224, 3),
+            _CAFFE,
+            "block5_conv3",
+            "VGG16 ImageNet classifier (keras.applications), 1000 classes",
+            reference="000_*.txt §5-7 (ImageNet VGG16: decode_predictions, filters, heat maps); Keras: 71.3 % top-1",
+            heavy=True,
+        ),
+        _imagenet_variant(
+            "vgg19",
+            arch.build_vgg19,
+            (224, 224, 3),
+            _CAFFE,
+            "block5_conv4",
+            "VGG19 ImageNet classifier (keras.applications), 1000 classes",
+            reference="002_*.txt §3 / 003_*.txt (VGGNet); Keras: 71.3 % top-1",
+            heavy=True,
+        ),
+        _imagenet_variant(
+            "inception_v3",
+            arch.build_inception_v3,
+            (299, 299, 3),
+            _INCEPTION,
+            "conv94",
+            "Inception v3 ImageNet classifier (keras.applications), 1000 classes",
+            reference="003_*.txt (GoogLeNet / Inception line); Keras: 77.9 % top-1",
+            smoke_input_shape=(75, 75, 3),
+        ),
+        _imagenet_variant(
+            "resnet50",
+            arch.build_resnet50,
+            (224, 224, 3),
+            _CAFFE,
+            "conv5_block3_3_conv",
+            "ResNet50 ImageNet classifier (keras.applications), 1000 classes",
+            reference="003_*.txt (ResNet); Keras: 74.9 % top-1",
+            smoke_input_shape=(32, 32, 3),
+        ),
+        Variant(
+            name="alexnet",
+            build=arch.build_alexnet,
+            input_shape=(227, 227, 3),
+            labels=imagenet_labels(),
+            dataset="image_folders",
+            last_conv_layer="conv5",
+            optimizer=_sgd_cosine(1e-2),
+            optimizer_note="SGD(1e-2, momentum 0.9, cosine), batch 32 (original: 128, lr 1e-2 stepped)",
+            description="AlexNet in Keras: conv11x11/4x96-BN-pool-conv5x5x256-BN-pool-conv3x3x384/384/256-pool-"
+            "fc4096-fc4096 (dropout .5)-softmax1000; batch norm instead of LRN",
+            epochs=90,
+            batch_size=32,
+            max_batch_size=16,
+            preprocessing=_RGB,
+            reference="002_*.txt §3 (AlexNet); original paper: 62.5 % top-1 on ImageNet",
+            heavy=True,
+            default_data="imagenet",
+        ),
+        Variant(
+            name="cifar10_cnn",
+            build=arch.build_cifar10_cnn,
+            input_shape=(32, 32, 3),
+            labels=CIFAR10_LABELS,
+            dataset="cifar10",
+            last_conv_layer="conv5",
+            optimizer=_adam(1e-3),
+            optimizer_note="Adam(1e-3), batch 128, 20 epochs, as the tutorial",
+            description="CIFAR-10: conv3x3x64-pool-conv2x2x128-conv2x2x128-pool-conv1x1x256-pool-conv1x1x512-"
+            "fc1024 (dropout .5)-softmax10",
+            epochs=20,
+            batch_size=128,
+            preprocessing=_RGB,
+            reference="003_*.txt 'our first CNN' (CIFAR-10, no figure quoted)",
+            default_data="cifar-10-batches-py",
+        ),
+        Variant(
+            name="cifar100_cnn",
+            build=arch.build_cifar100_cnn,
+            input_shape=(32, 32, 3),
+            labels=CIFAR100_LABELS,
+            dataset="cifar100",
+            last_conv_layer="conv5",
+            optimizer=_adam(1e-3),
+            optimizer_note="Adam(1e-3), batch 128",
+            description="CIFAR-100: the CIFAR-10 net with batch norm after every conv and the dense layer",
+            epochs=30,
+            batch_size=128,
+            preprocessing=_RGB,
+            augmentation=_CIFAR_AUGMENTATION,
+            reference="004_*.txt §2.2 (CIFAR-100 with BN, no figure quoted)",
+            default_data="cifar-100-python",
         ),
     )
 }

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
-from cnnserve.training.data import DEFAULT_DATA, Split, file_sha256, load_dataset, split_dataset
+from cnnserve.training.data import SMOKE_DATA, Split, file_sha256, load_dataset, split_dataset
 from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def conv_layer_names(model) -> list[str]:
     return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
 
 
-def export_savedmodel(model, variant: Variant, path: Path) -> None:
+def export_savedmodel(model, input_shape: tuple[int, int, int], path: Path) -> None:
     """Write a SavedModel whose ``serving_default`` maps uint8 ``images`` to ``probabilities``.
 
     The endpoint calls the model with ``training=False``, so dropout is inactive (and batchnorm uses its
@@ -82,12 +82,12 @@ def export_savedmodel(model, variant: Variant, path: Path) -> None:
     def serve(images):
         return {OUTPUT_NAME: model(images, training=False)}
 
-    spec = tf.TensorSpec((None, *variant.input_shape), tf.uint8, name=INPUT_NAME)
+    spec = tf.TensorSpec((None, *input_shape), tf.uint8, name=INPUT_NAME)
     archive.add_endpoint(name="serving_default", fn=serve, input_signature=[spec])
     archive.write_out(str(path), verbose=False)
 
 
-def predict_savedmodel(path: Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict_savedmodel(path: Path, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Class probabilities from a SavedModel's ``serving_default`` signature."""
     import tensorflow as tf
 
@@ -130,33 +130,69 @@ def _library_versions() -> dict:
     }
 
 
+SMOKE_EPOCHS = 1
+SMOKE_BATCH = 8
+
+
+def resolve_weights(variant: Variant, weights: str | None, smoke: bool) -> str | None:
+    """``--weights``: ``imagenet``, ``none`` or a local PATH; default: the variant's (none in smoke mode)."""
+    if weights is None:
+        weights = "none" if smoke or not variant.pretrained else variant.default_weights
+    if weights != "none" and not variant.pretrained and variant.name != "alexnet":
+        raise ValueError(f"{variant.name} has no pretrained weights. Received: --weights {weights}")
+    if weights not in ("none", "imagenet") and not Path(weights).exists():
+        raise FileNotFoundError(f"Weights file {weights} not found (--weights imagenet|none|PATH)")
+    return None if weights == "none" else weights
+
+
 def train_variant(
     name: str,
-    data_path: str | Path = DEFAULT_DATA,
+    data_path: str | Path | None = None,
     epochs: int | None = None,
     seed: int = 0,
     output_dir: str | Path = "artifacts",
     limit: int | None = None,
     batch_size: int | None = None,
     verbose: int | str = "auto",
+    smoke: bool = False,
+    weights: str | None = None,
+    distribute: str = "none",
 ) -> Path:
     """Train variant ``name`` and write ``<output_dir>/<name>/``; returns that folder.
 
-    ``limit`` keeps only that many (seeded, random) training digits, for tests and quick runs; the
-    held-out split is unaffected. Artifacts are built in a temporary folder beside the target and
-    moved into place at the end, so a failed run leaves the previous artifacts untouched.
+    ``limit`` keeps only that many (seeded, random) training samples, for tests and quick runs; the
+    held-out split is unaffected. ``smoke`` trains a few steps on generated data (``data_path`` "smoke") at
+    the variant's smoke input size, with random initial weights unless ``weights`` says otherwise.
+    ``distribute`` picks the ``tf.distribute`` strategy (see ``distribute.py``). ``epochs=0`` (pretrained
+    variants) serves the pretrained weights as they are. Artifacts are built in a temporary folder beside
+    the target and moved into place at the end, so a failed run leaves the previous artifacts untouched.
     """
+    from cnnserve.training.distribute import make_strategy
 
     variant = get_variant(name)
+    if smoke:
+        data_path = SMOKE_DATA
+        epochs = SMOKE_EPOCHS if epochs is None else epochs
+        batch_size = min(variant.batch_size, SMOKE_BATCH) if batch_size is None else batch_size
+    data_path = variant.default_data if data_path is None else data_path
     epochs = variant.epochs if epochs is None else epochs
     batch_size = variant.batch_size if batch_size is None else batch_size
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch size must be >= 1. Received: epochs={epochs}, batch={batch_size}")
+    min_epochs = 0 if variant.pretrained else 1
+    if epochs < min_epochs or batch_size < 1:
+        raise ValueError(
+            f"epochs must be >= {min_epochs} and batch size >= 1. Received: epochs={epochs}, batch={batch_size}"
+        )
+    weights = resolve_weights(variant, weights, smoke)
+    input_shape = tuple(variant.smoke_input_shape or variant.input_shape) if smoke else variant.input_shape
+    strategy = make_strategy(distribute)
     seed_everything(seed)
 
-    data = load_dataset(variant.dataset, data_path)
-    if data.x.shape[1:] != variant.input_shape:
-        raise ValueError(f"{name} expects images {variant.input_shape}. Received: {data.x.shape[1:]} from {data_path}")
+    data = load_dataset(variant.dataset, data_path, input_shape=input_shape, labels=variant.labels)
+    if data.x.shape[1:] != tuple(input_shape):
+        raise ValueError(f"{name} expects images {input_shape}. Received: {data.x.shape[1:]} from {data_path}")
+    labels = tuple(data.labels or variant.labels)
+    if int(data.y.max()) >= len(labels):
+        raise ValueError(f"{data_path} has class index {int(data.y.max())} but {name} has {len(labels)} classes")
     split: Split = split_dataset(data)
     train_idx = split.train
     if limit is not None:
@@ -166,33 +202,45 @@ def train_variant(
     x_train, y_train = data.x[train_idx], data.y[train_idx]
     x_held, y_held = data.x[split.heldout], data.y[split.heldout]
     logger.info(
-        "Training %s: %d train / %d held-out digits, %d epochs, batch %d, seed %d",
-        name, len(y_train), len(y_held), epochs, batch_size, seed,
+        "Training %s: %d train / %d held-out samples of %s, %d epochs, batch %d, seed %d, weights %s",
+        name, len(y_train), len(y_held), data.source, epochs, batch_size, seed, weights,
     )  # fmt: skip
 
     from cnnserve.training.augment import train_dataset
 
     steps_per_epoch = -(-len(y_train) // batch_size)
-    model = variant.build()
-    model.compile(optimizer=variant.optimizer(epochs * steps_per_epoch), loss=variant.loss, metrics=["accuracy"])
+    with strategy.scope():
+        model = variant.make_model(input_shape, len(labels), weights=weights)
+        model.compile(
+            optimizer=variant.optimizer(max(1, epochs) * steps_per_epoch), loss=variant.loss, metrics=["accuracy"]
+        )
     paths = ArtifactPaths.of(output_dir, name)
     paths.root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.root.parent))
     try:
         staged = ArtifactPaths(staging)
         ds = train_dataset(x_train, y_train, batch_size, variant.augmentation, seed)
+        validation = None
+        if data.validation is not None and len(data.validation):
+            validation = (data.x[data.validation], data.y[data.validation])
         started = time.monotonic()
-        history = model.fit(
-            ds,
-            epochs=epochs,
-            verbose=verbose,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            callbacks=training_callbacks(staged.logs),
-        )
+        history_dict: dict = {}
+        if epochs > 0:
+            history = model.fit(
+                ds,
+                epochs=epochs,
+                verbose=verbose,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                validation_data=validation,
+                callbacks=training_callbacks(staged.logs),
+            )
+            history_dict = history.history
+        else:
+            staged.logs.mkdir(parents=True, exist_ok=True)
         train_seconds = time.monotonic() - started
 
-        keras_probs = model.predict(x_held, batch_size=256, verbose=0)
-        export_savedmodel(model, variant, staged.savedmodel)
+        keras_probs = model.predict(x_held, batch_size=64, verbose=0)
+        export_savedmodel(model, input_shape, staged.savedmodel)
         model.save(staged.keras_model)
         served_probs = predict_savedmodel(staged.savedmodel, x_held)
         served_gap = float(np.abs(served_probs - keras_probs).max())
@@ -201,16 +249,17 @@ def train_variant(
                 f"SavedModel disagrees with the Keras model on held-out digits (max |dp|={served_gap:.3g}); "
                 "the serving function is not in inference mode"
             )
-        heldout_metrics = evaluate(served_probs, y_held, variant.labels)
-        train_final = {k: float(v[-1]) for k, v in history.history.items()}
+        heldout_metrics = evaluate(served_probs, y_held, labels)
+        train_final = {k: float(v[-1]) for k, v in history_dict.items()}
 
         metadata = {
             "schema_version": METADATA_SCHEMA_VERSION,
             "variant": name,
             "description": variant.description,
-            "labels": list(variant.labels),
-            "input": {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *variant.input_shape]},
-            "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, variant.num_classes]},
+            "labels": list(labels),
+            "smoke": smoke,
+            "input": {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *input_shape]},
+            "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(labels)]},
             "preprocessing": {
                 "in_graph": variant.preprocessing.in_graph,
                 "color_mode": variant.preprocessing.color_mode,
@@ -232,12 +281,21 @@ def train_variant(
                 "optimizer_note": variant.optimizer_note,
                 "loss": variant.loss,
                 "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                "params": int(model.count_params()),
+                "weights": weights or "none",
+                "distribute": {"strategy": distribute, "replicas": int(strategy.num_replicas_in_sync)},
             },
             "split": {
                 **split.describe(),
                 "heldout_indices": [int(i) for i in split.heldout],
             },
-            "data": {"path": str(data_path), "sha256": data.sha256, "count": int(len(data.y))},
+            "data": {
+                "path": str(data_path),
+                "source": data.source,
+                "dataset": variant.dataset,
+                "sha256": data.sha256,
+                "count": int(len(data.y)),
+            },
             "layers": {
                 "last_conv": variant.last_conv_layer,
                 "conv": conv_layer_names(model),
