@@ -194,6 +194,7 @@ class ModelManager:
             max_queue_size=spec.max_queue_size or self.settings.max_queue_size,
             stats=stats,
             instances=spec.instances,
+            preferred_batch_size=spec.preferred_batch_size,
             batching=self.settings.batching and spec.dynamic_batching and spec.batching,
         )
         await batcher.start()

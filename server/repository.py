@@ -61,6 +61,7 @@ class ModelSpec:
     dynamic_batching: bool
     max_queue_delay_s: float
     max_queue_size: int  # 0: server default
+    preferred_batch_size: int
     instances: int
     kind: str  # "CPU", "GPU" or "AUTO"
     labels: tuple[str, ...] = ()
@@ -137,6 +138,7 @@ def read_model(repository: Path, name: str) -> list[ModelSpec]:
     batching = config.HasField("dynamic_batching")
     delay_us = config.dynamic_batching.max_queue_delay_microseconds if batching else 0
     queue_size = config.dynamic_batching.default_queue_policy.max_queue_size if batching else 0
+    preferred = max(config.dynamic_batching.preferred_batch_size, default=0) if batching else 0
     instances = sum(max(g.count, 1) for g in config.instance_group) or 1
     kinds = {mc.ModelInstanceGroup.Kind.Name(g.kind).removeprefix("KIND_") for g in config.instance_group}
     kind = "GPU" if "GPU" in kinds else ("CPU" if kinds == {"CPU"} else "AUTO")
@@ -158,6 +160,7 @@ def read_model(repository: Path, name: str) -> list[ModelSpec]:
                 dynamic_batching=batching,
                 max_queue_delay_s=delay_us / 1e6,
                 max_queue_size=queue_size,
+                preferred_batch_size=preferred,
                 instances=instances,
                 kind=kind,
                 labels=labels,

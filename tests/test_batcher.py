@@ -460,3 +460,27 @@ def test_warmup_sizes():
     assert warmup_sizes(1) == [1]
     assert warmup_sizes(8) == [1, 2, 4, 8]
     assert warmup_sizes(12) == [1, 2, 4, 8, 12]
+
+
+def test_preferred_batch_size_dispatches_smaller_batches_at_once():
+    async def main():
+        model = FakeModel()
+        async with serving(model, max_batch_size=8, preferred_batch_size=2, instances=2) as batcher:
+            tasks = [await spawn(batcher, req(float(i))) for i in range(5)]
+            first = await model.started.get()
+            second = await model.started.get()
+            assert sorted([first, second]) == [(0.0, 1.0), (2.0, 3.0)]  # two batches of 2, delay never waited
+            assert batcher.queued_samples == 1  # the fifth request waits for a partner
+            model.release(2)
+            for task in tasks[:4]:
+                await task
+            assert batcher.stats.batch_stats.keys() == {2} and batcher.stats.execution_count == 2
+            # A single request larger than the preferred size still runs whole.
+            big = await spawn(batcher, req(9.0, 6))
+            assert await model.started.get() == (4.0,)  # the waiting one dispatches first, alone
+            assert await model.started.get() == (9.0,) * 6
+            model.release(2)
+            await big
+            await tasks[4]
+
+    run(main())
