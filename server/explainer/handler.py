@@ -129,6 +129,10 @@ class ExplainerHandler:
 
     # ---- validation helpers ---------------------------------------------------------------------------
 
+    async def _entry(self, model: str, version: str) -> ExplainerModel:
+        """The model version; off the event loop, since a model exported after start is loaded on demand."""
+        return await asyncio.to_thread(self.table.get, model, version)
+
     def _images(self, entry: ExplainerModel, images: list[ImageInput]) -> np.ndarray:
         if not images:
             raise InvalidArgument("no images in the request")
@@ -193,13 +197,13 @@ class ExplainerHandler:
         max_channels: int = 0,
         deadline: float | None = None,
     ) -> HeatmapOutput:
-        entry = self.table.get(model, version)
+        entry = await self._entry(model, version)
         if method not in cams.METHODS:
             raise InvalidArgument(f"unknown heatmap method {method!r}; expected one of {', '.join(cams.METHODS)}")
         layer = layer or entry.default_layer
         self._spatial_layer(entry, layer)
-        classes = len(entry.labels) or None
-        if target is not None and (target < 0 or (classes is not None and target >= classes)):
+        classes = entry.model.layers[-1].output_shape[-1]
+        if target is not None and not 0 <= target < classes:
             raise InvalidArgument(f"target_class {target} is out of range; model {model!r} has {classes} classes")
         alpha = DEFAULT_ALPHA if alpha is None else alpha
         if not 0.0 <= alpha <= 1.0:
@@ -242,7 +246,7 @@ class ExplainerHandler:
         omit_tensors: bool = False,
         deadline: float | None = None,
     ) -> ActivationsOutput:
-        entry = self.table.get(model, version)
+        entry = await self._entry(model, version)
         if not layer:
             raise InvalidArgument(
                 f"no layer given; valid layers: {', '.join(s.name for s in entry.model.spatial_layers)}"
@@ -286,7 +290,7 @@ class ExplainerHandler:
         deadline: float | None = None,
     ) -> PatternsOutput:
         s = self.settings
-        entry = self.table.get(model, version)
+        entry = await self._entry(model, version)
         if not layer:
             raise InvalidArgument(
                 f"no layer given; valid layers: {', '.join(x.name for x in entry.model.spatial_layers)}"
@@ -335,6 +339,6 @@ class ExplainerHandler:
         return await self._run(work, deadline)
 
     async def list_layers(self, model: str, version: str) -> LayersOutput:
-        entry = self.table.get(model, version)
+        entry = await self._entry(model, version)
         m = entry.model
         return LayersOutput(entry.name, entry.version, list(m.layers), entry.default_layer, m.input_shape, entry.labels)
