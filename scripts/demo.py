@@ -2,10 +2,12 @@
 
 1. train `mnist_cnn` and `lenet5` on the bundled MNIST digits (held-out digits never seen in training);
 2. export each to ONNX with a parity check against TensorFlow, into the Triton-layout repository `models/`;
-3. start `cnnserve serve` on that repository;
+3. start the explainer sidecar and `cnnserve serve` on that repository;
 4. classify held-out digits over gRPC: PNG images through the image API, and the whole held-out set as
    tensors through the KServe v2 API; then the `cnnserve classify` command on a few PNG files;
-5. stop the server with SIGTERM. The repository stays in `models/`.
+5. start the explainer sidecar beside the server and write a Grad-CAM overlay for one digit
+   (`cnnserve explain`, through the main server's port);
+6. stop both with SIGTERM. The repository stays in `models/`; the pictures in `out/`.
 
 Options make a quick run possible (the tests use them): --epochs 1 --limit 256 --workdir /tmp/x.
 """
@@ -63,22 +65,35 @@ def main() -> int:
     x, y = data.x[held], data.y[held]
     x = x if x.ndim == 4 else x[..., None]  # NHWC uint8, as the served models take it
 
-    _banner(f"serve {models}")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(models), "--host", "127.0.0.1",
-         "--grpc-port", "0", "--metrics-port", "0"],
+    _banner("start the explainer sidecar (TensorFlow) and the server (onnxruntime)")
+    explainer = subprocess.Popen(
+        [sys.executable, "-m", "cnnserve.cli", "explainer", "--model-repository", str(models), "--host", "127.0.0.1",
+         "--grpc-port", "0"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    server = None
     try:
+        explainer_address = f"127.0.0.1:{_wait_ready(explainer)['grpc_port']}"
+        print(f"explainer ready on {explainer_address}")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(models), "--host", "127.0.0.1",
+             "--grpc-port", "0", "--metrics-port", "0", "--explainer-address", explainer_address],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         ready = _wait_ready(server)
         address = f"127.0.0.1:{ready['grpc_port']}"
         print(f"server ready on {address} (metrics on :{ready['metrics_port']})")
         _classify(address, x, y, out, args.show)
+        _explain(address, out)
     finally:
-        _banner("stop the server (SIGTERM)")
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(30)
-        print(f"server exited with status {code}")
+        _banner("stop the server and the explainer (SIGTERM)")
+        code = 1
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(30)
+            print(f"server exited with status {code}")
+        explainer.send_signal(signal.SIGTERM)
+        print(f"explainer exited with status {explainer.wait(30)}")
     print(f"\nThe model repository stays in {models}; serve it again with: "
           f".venv/bin/cnnserve serve --model-repository {models}")  # fmt: skip
     return 0 if code == 0 else 1
@@ -121,6 +136,19 @@ def _classify(address: str, x: np.ndarray, y: np.ndarray, out: Path, show: int) 
         [sys.executable, "-m", "cnnserve.cli", "classify", "--server", address, "--model", "mnist_cnn", *files],
         check=True,
     )
+
+
+def _explain(address: str, out: Path) -> None:
+    _banner("cnnserve explain: a Grad-CAM heatmap of one held-out digit, through the main server")
+    digit = sorted(out.glob("digit_0_label_*.png"))[0]  # written by _classify
+    subprocess.run(
+        [sys.executable, "-m", "cnnserve.cli", "explain", "--server", address, "--model", "mnist_cnn",
+         "--method", "gradcam", str(digit), "--output-dir", str(out / "explain")],
+        check=True,
+    )  # fmt: skip
+    for path in sorted((out / "explain").rglob("*")):
+        if path.is_file():
+            print(f"wrote {path}")
 
 
 def _wait_ready(server: subprocess.Popen, timeout: float = 300) -> dict:

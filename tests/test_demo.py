@@ -27,4 +27,7 @@ def test_demo_pipeline_on_tiny_data(tmp_path):
         meta = json.loads((folder / "1" / "metadata.json").read_text())
         assert meta["parity"]["top1_agreement"] == 1.0 and meta["parity"]["max_abs_diff"] <= 1e-4
     assert "digit_0_label_" in out  # the `cnnserve classify` command printed its answers
-    assert "server exited with status 0" in out
+    assert "server exited with status 0" in out and "explainer exited with status 0" in out
+    overlays = list((tmp_path / "out" / "explain").rglob("overlay.png"))
+    assert len(overlays) == 1 and overlays[0].stat().st_size > 0
+    assert list((tmp_path / "out" / "explain").rglob("heatmap.npy"))
