@@ -22,7 +22,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP_DEMO): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e ".[train,client]"
+	$(PIP) install --quiet -e ".[train,explainer,client]"
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(PY)
