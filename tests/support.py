@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +157,50 @@ class ServerProcess:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
+
+class Load:
+    """Client threads sending requests until stopped (bounded), counting answers by version and status."""
+
+    def __init__(self, address: str, model: str, threads: int = 4, limit: int = 20_000) -> None:
+        self.address, self.model, self.limit = address, model, limit
+        self.versions: Counter = Counter()
+        self.errors: Counter = Counter()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        import grpc
+
+        from cnnserve._proto.inference import grpc_service_pb2 as pb
+        from cnnserve.client import CnnserveClient
+
+        request = pb.ModelInferRequest(model_name=self.model)
+        request.inputs.add(name="images", datatype="UINT8", shape=[1, 28, 28, 1])
+        request.raw_input_contents.append(bytes(784))
+        with CnnserveClient(self.address, timeout=30) as client:
+            for _ in range(self.limit):
+                if self._stop.is_set():
+                    return
+                try:
+                    version = client.inference.ModelInfer(request, timeout=30).model_version
+                    with self._lock:
+                        self.versions[version] += 1
+                except grpc.RpcError as err:
+                    with self._lock:
+                        self.errors[(err.code().name, err.details())] += 1
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.versions.values()) + sum(self.errors.values())
