@@ -36,6 +36,11 @@ def _add_serve(sub) -> None:
     p.add_argument("--repository-poll-seconds", type=float, help="reload new/changed models every N s (0: off)")
     p.add_argument("--grace-seconds", type=float, help="SIGTERM grace period (default 10)")
     p.add_argument("--explainer-address", help="explainer sidecar HOST:PORT (default 127.0.0.1:8011)")
+    p.add_argument(
+        "--explainer-tls-ca",
+        type=Path,
+        help="CA of the explainer's certificate: TLS to the sidecar (default plaintext)",
+    )
     p.add_argument("--workers", type=int, help="server processes sharing the port via SO_REUSEPORT (default 1)")
     p.add_argument("--uvloop", action="store_true", default=None, help="run the event loop on uvloop")
     p.set_defaults(func=_serve)

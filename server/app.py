@@ -82,7 +82,15 @@ class CnnServer:
         images_pb2_grpc.add_ImageServiceServicer_to_server(
             ImageServicer(ClassifyHandler(self.models), self.metrics), server
         )
-        self.explainer = ExplainerProxy(s.explainer_address, self.metrics, max_message_bytes=s.max_message_bytes)
+        # explainer_tls_ca set: TLS to the sidecar, offering this server's own certificate for mutual TLS.
+        self.explainer = ExplainerProxy(
+            s.explainer_address,
+            self.metrics,
+            max_message_bytes=s.max_message_bytes,
+            tls_ca=s.explainer_tls_ca,
+            tls_cert=s.tls_cert,
+            tls_key=s.tls_key,
+        )
         explainer_pb2_grpc.add_ExplainerServicer_to_server(self.explainer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

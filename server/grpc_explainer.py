@@ -5,12 +5,20 @@ bytes through a ``grpc.aio`` channel to ``settings.explainer_address`` with the 
 When the sidecar is down the call fails within ``connect_timeout`` with UNAVAILABLE, and the channel is
 dropped so the next call dials afresh instead of waiting out gRPC's reconnect backoff: a restarted sidecar
 is used again at once. Classification shares nothing with this path.
+
+Access: the caller's ``authorization`` metadata is forwarded, so a sidecar with bearer tokens checks the
+caller's token (the main server checks it too when it has tokens of its own). With ``tls_ca`` (the server's
+``explainer_tls_ca``) the channel is TLS and the sidecar's certificate must be signed by that CA; the
+server's own ``tls_cert``/``tls_key`` are then offered as the client certificate, which a sidecar with
+``tls_client_ca`` (mutual TLS) requires, so that certificate must allow client authentication as well
+(extended key usage clientAuth, or no extended key usage). Without ``tls_ca`` the channel is plaintext.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import grpc
 
@@ -19,12 +27,14 @@ from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc
 from cnnserve.server.errors import ServingError, Unavailable
 from cnnserve.server.grpc_common import guarded
 from cnnserve.server.metrics import ServerMetrics
+from cnnserve.server.security import channel_credentials
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 0.5
 # A caller without a deadline still gets one on the forwarded call (filter patterns are bounded below this).
 DEFAULT_TIMEOUT_S = 600.0
+FORWARDED_METADATA = frozenset({"authorization"})
 
 
 class SidecarError(ServingError):
@@ -43,8 +53,13 @@ class ExplainerProxy(pb_grpc.ExplainerServicer):
         *,
         max_message_bytes: int = 64 * 1024 * 1024,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
         self.address = address
+        # Read once at start: a missing file fails the server's start, not the first explain call.
+        self._credentials = channel_credentials(tls_ca, tls_cert, tls_key) if tls_ca is not None else None
         self.metrics = metrics
         self.connect_timeout = connect_timeout
         self._options = [
@@ -57,7 +72,10 @@ class ExplainerProxy(pb_grpc.ExplainerServicer):
 
     def _connect(self) -> tuple[grpc.aio.Channel, pb_grpc.ExplainerStub]:
         if self._channel is None:  # created lazily, inside the server's event loop
-            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            else:
+                self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=self._options)
             self._stub = pb_grpc.ExplainerStub(self._channel)
         return self._channel, self._stub
 
@@ -94,8 +112,9 @@ class ExplainerProxy(pb_grpc.ExplainerServicer):
                 raise self._unreachable(f"no connection within {wait:.1f}s") from None
         remaining = context.time_remaining()
         timeout = DEFAULT_TIMEOUT_S if remaining is None else max(remaining, 0.0)
+        metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if k in FORWARDED_METADATA)
         try:
-            return await getattr(stub, method)(request, timeout=timeout, wait_for_ready=False)
+            return await getattr(stub, method)(request, timeout=timeout, metadata=metadata, wait_for_ready=False)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 self._drop(channel)

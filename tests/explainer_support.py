@@ -106,12 +106,12 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 class ExplainerProcess:
     """`cnnserve explainer` as a real subprocess on 127.0.0.1; reads the port from its ready line."""
 
-    def __init__(self, repository: Path, port: int = 0) -> None:
+    def __init__(self, repository: Path, port: int = 0, *extra: str) -> None:
         import sys
 
         self.args = [
             sys.executable, "-m", "cnnserve.cli", "explainer", "--model-repository", str(repository),
-            "--host", "127.0.0.1", "--grpc-port", str(port),
+            "--host", "127.0.0.1", "--grpc-port", str(port), *extra,
         ]  # fmt: skip
         self.proc = None
         self.grpc_port = 0

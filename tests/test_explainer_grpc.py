@@ -272,7 +272,114 @@ def test_sidecar_down_then_back(repo, digits_x):
             answer = stub.Heatmap(heatmap, timeout=TIMEOUT)
             assert from_tensor(answer.results[0].heatmap).shape == (28, 28)
             assert client.classify("digits", [png_bytes(digits_x[0])], top_k=1).results
+
+        # SIGTERM: a health watcher hears NOT_SERVING and its stream ends, so the sidecar does not wait out its
+        # 5 s grace period for it (the stock HealthServicer keeps Watch streams open until the grace ends).
+        channel, _ = _stub(side.address)
+        with channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            started = time.monotonic()
+            side.proc.terminate()
+            # Ends cleanly (the stock servicer's stream would be cut with CANCELLED when the grace ran out).
+            assert [r.status for r in watch] == [health_pb2.HealthCheckResponse.NOT_SERVING]
+            assert time.monotonic() - started < 4.0
+            assert side.proc.wait(30) == 0
     finally:
         server.stop()
         if side.proc.poll() is None:
             side.terminate()
+
+
+def _secure_stub(address: str, pki, client: str | None = "client", token: str | None = None):
+    """A TLS channel trusting the test CA (presenting ``client``'s certificate unless None) and call metadata."""
+    from cnnserve.server.security import channel_credentials
+
+    cert, key = (pki / f"{client}.pem", pki / f"{client}.key") if client else (None, None)
+    channel = grpc.secure_channel(address, channel_credentials(pki / "ca.pem", cert, key))
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    return channel, pb_grpc.ExplainerStub(channel), metadata
+
+
+def test_sidecar_tls_and_tokens_directly_and_through_the_proxy(repo, tmp_path, digits_x, capsys):
+    """A sidecar with mutual TLS and a bearer token: direct callers need both; health stays open; the main
+    server reaches it over TLS with its own certificate as client certificate and forwards the caller's token."""
+    from test_security import _pki
+
+    from cnnserve.cli import main as cli
+
+    pki = _pki(tmp_path)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("sidecar-token\n")
+    tokens.chmod(0o600)
+    side = ExplainerProcess(
+        repo, 0, "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+        "--tls-client-ca", str(pki / "ca.pem"), "--auth-token-file", str(tokens),
+    ).start()  # fmt: skip
+    layers = pb.ListLayersRequest(model_name="digits")
+    heatmap = pb.HeatmapRequest(model_name="digits", images=[image_message(digits_x[0])])
+    servers = []
+    try:
+        channel, stub, good = _secure_stub(side.address, pki, token="sidecar-token")
+        with channel:
+            direct = stub.Heatmap(heatmap, timeout=TIMEOUT, metadata=good)
+            assert from_tensor(direct.results[0].heatmap).shape == (28, 28)
+            for metadata, why in (((), "missing"), ((("authorization", "Bearer nope"),), "invalid")):
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.ListLayers(layers, timeout=TIMEOUT, metadata=metadata)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert f"{why} bearer token" in info.value.details()
+            health = health_pb2_grpc.HealthStub(channel)  # open without a token
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT).status == (
+                health_pb2.HealthCheckResponse.SERVING
+            )
+        for channel, stub, metadata in (
+            _secure_stub(side.address, pki, client=None, token="sidecar-token"),  # TLS without a client cert
+            (*_stub(side.address), good),  # plaintext
+        ):
+            with channel, pytest.raises(grpc.RpcError) as info:
+                stub.ListLayers(layers, timeout=5, metadata=metadata)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        # Through the main server: TLS to the sidecar with the server's own (client-capable) certificate.
+        main = ServerThread(
+            repo, explainer_address=side.address, explainer_tls_ca=pki / "ca.pem",
+            tls_cert=pki / "peer.pem", tls_key=pki / "peer.key",
+        ).start()  # fmt: skip
+        servers.append(main)
+        with CnnserveClient(main.address, tls_ca=str(pki / "ca.pem"), token="sidecar-token") as client:
+            proxied = pb_grpc.ExplainerStub(client.channel).Heatmap(heatmap, timeout=TIMEOUT)
+            assert proxied == direct
+        with CnnserveClient(main.address, tls_ca=str(pki / "ca.pem")) as client:
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.ExplainerStub(client.channel).Heatmap(heatmap, timeout=TIMEOUT)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value.details()
+            assert client.classify("digits", [png_bytes(digits_x[0])], top_k=1).results  # the server has no tokens
+
+        # A main server that cannot pass the sidecar's TLS: plaintext, or a certificate only for serving.
+        for settings in (
+            {},
+            {"explainer_tls_ca": pki / "ca.pem", "tls_cert": pki / "server.pem", "tls_key": pki / "server.key"},
+        ):
+            servers.append(ServerThread(repo, explainer_address=side.address, **settings).start())
+            tls = {"tls_ca": str(pki / "ca.pem")} if settings else {}
+            with CnnserveClient(servers[-1].address, token="sidecar-token", **tls) as client:
+                with pytest.raises(grpc.RpcError) as info:
+                    pb_grpc.ExplainerStub(client.channel).ListLayers(layers, timeout=TIMEOUT)
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "unreachable" in info.value.details()
+
+        # `cnnserve explain` with --tls-ca/--tls-cert/--tls-key/--token-file.
+        token_file = tmp_path / "token"
+        token_file.write_text("sidecar-token\n")
+        tls_args = ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"),
+                    "--tls-key", str(pki / "client.key")]  # fmt: skip
+        base = ["explain", "--server", side.address, "--model", "digits", "--what", "layers", *tls_args]
+        capsys.readouterr()
+        assert cli([*base, "--token-file", str(token_file)]) == 0
+        assert "default heatmap layer conv2" in capsys.readouterr().out
+        assert cli(base) == 1
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+    finally:
+        for server in servers:
+            server.stop()
+        side.terminate()

@@ -20,7 +20,8 @@ ONE = {"images": np.zeros((1, 28, 28, 1), np.uint8)}
 
 
 def _pki(folder):
-    """A CA, a server certificate for 127.0.0.1/localhost, and a client certificate, as PEM files."""
+    """A CA, a server certificate for 127.0.0.1/localhost, a client certificate, and "peer": a server
+    certificate that may also authenticate as a client (a main server calling a mutual-TLS sidecar)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -53,6 +54,7 @@ def _pki(folder):
     (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
     def leaf(cn, usage, san=None):
+        usage = usage if isinstance(usage, list) else [usage]
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
@@ -62,7 +64,7 @@ def _pki(folder):
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if san:
             builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
@@ -73,6 +75,8 @@ def _pki(folder):
     leaf("server", ExtendedKeyUsageOID.SERVER_AUTH,
          [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])  # fmt: skip
     leaf("client", ExtendedKeyUsageOID.CLIENT_AUTH)
+    leaf("peer", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])  # fmt: skip
     return folder
 
 

@@ -33,6 +33,14 @@ def add_explainer_parsers(sub) -> None:
     p.add_argument("--max-filters", type=int, help="most filters per FilterPatterns request (default 64)")
     p.add_argument("--max-steps", type=int, help="most gradient-ascent steps (default 500)")
     p.add_argument("--grace-seconds", type=float, help="SIGTERM grace period (default 5)")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument(
+        "--auth-token-file",
+        type=Path,
+        help="accepted bearer tokens, one per line (CNNSERVE_EXPLAINER_AUTH_TOKENS also)",
+    )
     p.set_defaults(func=_run_explainer)
 
     e = sub.add_parser(
@@ -60,6 +68,10 @@ def add_explainer_parsers(sub) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--output-dir", type=Path, default=Path("explanations"))
     e.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds")
+    e.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's certificate (enables TLS)")
+    e.add_argument("--tls-cert", type=Path, help="client certificate for mutual TLS")
+    e.add_argument("--tls-key", type=Path, help="client key for mutual TLS")
+    e.add_argument("--token-file", type=Path, help="file holding a bearer token (or set CNNSERVE_TOKEN)")
     e.set_defaults(func=_explain)
 
 
@@ -120,8 +132,18 @@ def _explain(args) -> int:
     if args.what in ("heatmap", "activations") and not args.images:
         print(f"error: --what {args.what} needs at least one image", file=sys.stderr)
         return 2
+    from cnnserve.server.security import channel_credentials, env_token
+
     options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-    with grpc.insecure_channel(args.server, options=options) as channel:
+    if args.tls_ca or args.tls_cert:
+        credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+        channel = grpc.secure_channel(args.server, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(args.server, options=options)
+    token = args.token_file.read_text().strip() if args.token_file else env_token()
+    if token:
+        channel = grpc.intercept_channel(channel, _bearer_token(token))
+    with channel:
         stub = pb_grpc.ExplainerStub(channel)
         try:
             if args.what == "heatmap":
@@ -134,6 +156,13 @@ def _explain(args) -> int:
         except grpc.RpcError as exc:
             print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
+
+
+def _bearer_token(token: str):
+    """A channel interceptor that sends ``authorization: Bearer <token>`` with every call."""
+    from cnnserve.client import _Metadata
+
+    return _Metadata((("authorization", f"Bearer {token}"),))
 
 
 def _heatmaps(stub, pb, args) -> int:

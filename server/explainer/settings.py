@@ -33,3 +33,11 @@ class ExplainerSettings(BaseSettings):
     default_score_cam_channels: int = Field(64, gt=0, description="Score-CAM channels when a request sets none.")
     pattern_cache_size: int = Field(4096, ge=0, description="Filter patterns kept in the LRU cache; 0 disables.")
     grace_seconds: float = Field(5.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
+    # Access, as the main server's (server/security.py): health and reflection stay open.
+    tls_cert: Path | None = Field(None, description="PEM certificate chain; with tls_key, serve TLS only.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA; when set, clients (the main server too) must present certificates it signed."
+    )
+    auth_token_file: Path | None = Field(None, description="File of accepted bearer tokens, one per line.")
+    auth_tokens: str = Field("", description="Comma-separated accepted bearer tokens (prefer the file or a secret).")
