@@ -15,19 +15,30 @@ COPY pyproject.toml docker/requirements.py docker/constraints.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python requirements.py pyproject.toml >requirements.txt \
  && pip install -c constraints.txt -r requirements.txt
+
+# The project itself as a wheel, in a stage of its own: a code change rebuilds this and one small layer of the
+# final image, never the dependency layers above.
+FROM build AS wheel
 COPY README.md ./
 COPY cnnserve cnnserve
 COPY server server
 COPY training training
 COPY export export
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --no-deps . \
- && python -I -c "import sys, cnnserve.server.app; assert 'tensorflow' not in sys.modules"
+RUN --mount=type=cache,target=/root/.cache/pip pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --create-home --uid 10001 --user-group cnnserve \
  && mkdir /models && chown cnnserve:cnnserve /models
 COPY --from=build /opt/venv /opt/venv
+COPY --from=wheel /wheels /tmp/wheels
+# training/registry.py reads data/imagenet-classes.txt beside the package at import time, which a wheel
+# does not carry yet: put it where the installed package looks, or no `cnnserve` command starts.
+COPY data/imagenet-classes.txt /tmp/wheels/
+RUN /opt/venv/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
+ && /opt/venv/bin/python -I -c "import pathlib, shutil, cnnserve; d = pathlib.Path(cnnserve.__file__).parent / 'data'; d.mkdir(exist_ok=True); shutil.copy('/tmp/wheels/imagenet-classes.txt', d)" \
+ && rm -rf /tmp/wheels \
+ && /opt/venv/bin/cnnserve --help >/dev/null \
+ && /opt/venv/bin/python -I -c "import sys, cnnserve.server.app; assert 'tensorflow' not in sys.modules"
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
     CNNSERVE_MODEL_REPOSITORY=/models CNNSERVE_GRPC_PORT=8001 CNNSERVE_METRICS_PORT=8002
 USER 10001:10001

@@ -15,17 +15,29 @@ COPY pyproject.toml docker/requirements.py docker/constraints.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python requirements.py pyproject.toml train >requirements.txt \
  && pip install -c constraints.txt -r requirements.txt
+
+# The project itself as a wheel, in a stage of its own: a code change rebuilds this and one small layer of the
+# final image, never the dependency layers above.
+FROM build AS wheel
 COPY README.md ./
 COPY cnnserve cnnserve
 COPY server server
 COPY training training
 COPY export export
-RUN --mount=type=cache,target=/root/.cache/pip pip install --no-deps .
+RUN --mount=type=cache,target=/root/.cache/pip pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --create-home --uid 10001 --user-group cnnserve \
  && mkdir /models && chown cnnserve:cnnserve /models
 COPY --from=build /opt/venv /opt/venv
+COPY --from=wheel /wheels /tmp/wheels
+# training/registry.py reads data/imagenet-classes.txt beside the package at import time, which a wheel
+# does not carry yet: put it where the installed package looks, or no `cnnserve` command starts.
+COPY data/imagenet-classes.txt /tmp/wheels/
+RUN /opt/venv/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
+ && /opt/venv/bin/python -I -c "import pathlib, shutil, cnnserve; d = pathlib.Path(cnnserve.__file__).parent / 'data'; d.mkdir(exist_ok=True); shutil.copy('/tmp/wheels/imagenet-classes.txt', d)" \
+ && rm -rf /tmp/wheels \
+ && /opt/venv/bin/cnnserve --help >/dev/null
 WORKDIR /home/cnnserve
 # Training reads data/mnist-8k.npz relative to the working directory, as in the repository.
 COPY --chown=cnnserve:cnnserve data/mnist-8k.npz data/mnist-8k.LICENSE data/
