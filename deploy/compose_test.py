@@ -1,6 +1,6 @@
 """`make compose-test`: docker-compose.yml and the images, built and run for real with podman-compose.
 
-1. build the images one after another (trainer, explainer, server; the GPU image needs a CUDA base: it is
+1. build the images one after another (explainer, trainer, server; the GPU image needs a CUDA base: it is
    validated statically by deploy/validate.py);
 2. `up -d` with a quick trainer (CNNSERVE_TRAIN_EPOCHS=1, CNNSERVE_TRAIN_LIMIT=512 unless set), ports
    published on 127.0.0.1 only, on free host ports, under its own project name;
@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = os.environ.get("COMPOSE_TEST_PROJECT", "cnnserve-composetest")
 MODELS = ("mnist_cnn", "lenet5")
-BUILD_ORDER = ("trainer", "explainer", "server")  # the TensorFlow images share the pip cache mount
+BUILD_ORDER = ("explainer", "trainer", "server")  # the trainer reuses the explainer's TensorFlow layer
 HEALTH_TIMEOUT = 600.0
 
 

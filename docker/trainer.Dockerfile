@@ -12,9 +12,15 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml docker/requirements.py docker/constraints.txt ./
+# The explainer image's dependency layer, instruction for instruction, so the two images share TensorFlow's
+# layer in the build cache (a cache mount alone does not persist between builds on every engine); then the
+# training extras on top.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python requirements.py pyproject.toml train >requirements.txt \
+    python requirements.py pyproject.toml explainer >requirements.txt \
  && pip install -c constraints.txt -r requirements.txt
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python requirements.py pyproject.toml train >requirements-train.txt \
+ && pip install -c constraints.txt -r requirements-train.txt
 
 # The project itself as a wheel, in a stage of its own: a code change rebuilds this and one small layer of the
 # final image, never the dependency layers above.
