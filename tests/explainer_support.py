@@ -149,3 +149,50 @@ class ExplainerProcess:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
+
+def residual_model(seed: int = 0):
+    """A Functional CNN with branches: uint8 [32, 32, 1] -> rescale -> conv1 -> residual block (res_a -> res_b,
+    added to conv1, relu) -> pool -> two branches (1x1 and 3x3 conv) concatenated -> gap -> softmax(3)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((SIZE, SIZE, 1), dtype="uint8", name="images")
+    x = layers.Rescaling(1 / 255, name="rescale")(images)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    y = layers.Conv2D(8, 3, padding="same", activation="relu", name="res_a")(x)
+    y = layers.Conv2D(8, 3, padding="same", name="res_b")(y)
+    x = layers.Activation("relu", name="res_out")(layers.Add(name="res_add")([x, y]))
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    a = layers.Conv2D(8, 1, activation="relu", name="branch_1x1")(x)
+    b = layers.Conv2D(8, 3, padding="same", activation="relu", name="branch_3x3")(x)
+    x = layers.Concatenate(name="mixed")([a, b])
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Dense(3, activation="softmax", name="probabilities")(x)
+    return keras.Model(images, out, name="residual")
+
+
+def nested_model(seed: int = 0):
+    """Transfer learning's shape: a Sequential holding a Functional base (its own float input) and a head:
+    uint8 [28, 28, 1] -> rescale -> base(block1_conv -> block1_pool -> block2_conv) -> flatten -> fc1 -> softmax(10)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    base_input = keras.Input((28, 28, 1), name="base_input")
+    h = layers.Conv2D(8, 3, activation="relu", name="block1_conv")(base_input)
+    h = layers.MaxPooling2D(2, name="block1_pool")(h)
+    h = layers.Conv2D(16, 3, activation="relu", name="block2_conv")(h)
+    base = keras.Model(base_input, h, name="base")
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1), dtype="uint8", name="images"),
+            layers.Rescaling(1 / 255, name="rescale"),
+            base,
+            layers.Flatten(name="flatten"),
+            layers.Dense(16, activation="relu", name="fc1"),
+            layers.Dense(10, activation="softmax", name="probabilities"),
+        ],
+        name="transfer",
+    )

@@ -4,7 +4,9 @@
 - deletion / insertion: removing pixels in the map's order must destroy the class faster than random or
   inverted orders, and inserting them must restore it faster;
 - model randomisation (Adebayo et al. 2018): re-initialising layers from the top must decorrelate the maps;
-- agreement with a hand-written Grad-CAM and with tf-keras-vis.
+- agreement with a hand-written Grad-CAM and with tf-keras-vis;
+- models that are not a plain chain (branches and merges, a base model nested in a Sequential, ResNet50):
+  the same maps as a hand-written Grad-CAM through ``keras.Model(inputs, [layer.output, ...])``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from explainer_support import OBJECT, SIZE, planted, spearman, train_planted  # noqa: E402
+from explainer_support import (  # noqa: E402
+    OBJECT,
+    SIZE,
+    nested_model,
+    planted,
+    residual_model,
+    spearman,
+    train_planted,
+)
 
 from cnnserve.server.explainer import cams, patterns  # noqa: E402
-from cnnserve.server.explainer.graph import ExplainableModel  # noqa: E402
+from cnnserve.server.explainer.graph import ExplainableModel, NotExplainable  # noqa: E402
 
 pytestmark = pytest.mark.slow
 LAYER = "conv3"
@@ -203,3 +213,118 @@ def test_filter_patterns_raise_their_filter_and_do_not_depend_on_the_batch(train
     assert [p.cached for p in first] == [False, False] and [p.cached for p in again] == [True, False, True]
     np.testing.assert_array_equal(first[0].image, again[2].image)
     assert first[0].image.dtype == np.uint8 and first[0].image.shape == (SIZE, SIZE, 1)
+
+
+# ---- models that are not a plain chain -------------------------------------------------------------------
+
+
+def _hand_written_gradcam(features, head, x):
+    """Grad-CAM written out: ``features(x)`` -> (A, the final Dense's input h); logits = head(h); the gradient of
+    each image's top-1 logit with respect to A, spatially averaged, weighs A's channels. Raw map (no ReLU)."""
+    with tf.GradientTape() as tape:
+        a, h = features(x)
+        logits = head(h)
+        top = tf.argmax(logits, axis=1)
+        score = tf.gather(logits, top, axis=1, batch_dims=1)
+    grads = tape.gradient(score, a)
+    assert grads is not None
+    a, grads = a.numpy(), grads.numpy()
+    return (a * grads.mean(axis=(1, 2), keepdims=True)).sum(-1), top.numpy()
+
+
+def _logits(dense):
+    return lambda h: h @ dense.kernel + dense.bias
+
+
+def _assert_same_maps(em, x, layer, features, head, model):
+    got = cams.heatmaps(em, x, layer, "gradcam")
+    expected, top = _hand_written_gradcam(features, head, x)
+    assert expected.std() > 0 and em.pre_softmax
+    np.testing.assert_array_equal(got.target, top)
+    np.testing.assert_allclose(got.low_res, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(got.probabilities, model(x, training=False).numpy(), rtol=1e-4, atol=1e-6)
+    assert np.isfinite(got.heatmaps).all() and got.heatmaps.max() > 0.5
+
+
+def test_functional_model_with_branches(tmp_path):
+    model = residual_model(seed=1)
+    em = ExplainableModel(model)
+    names = [spec.name for spec in em.layers]
+    assert {"res_add", "res_out", "branch_1x1", "branch_3x3", "mixed"} <= set(names)
+    assert names.index("res_add") < names.index("pool") < names.index("mixed") < names.index("probabilities")
+    assert em.layer("mixed").output_shape == (-1, SIZE // 2, SIZE // 2, 16)
+    x, _, _ = planted(6, seed=5)
+    dense = model.get_layer("probabilities")
+    for layer in ("res_out", "conv1", "mixed", "branch_1x1"):  # before, inside and after the branches
+        features = keras.Model(model.inputs[0], [model.get_layer(layer).output, dense.input])
+        _assert_same_maps(em, x, layer, features, _logits(dense), model)
+    for method in cams.METHODS:
+        assert np.isfinite(cams.heatmaps(em, x, "res_out", method).heatmaps).all(), method
+    acts = em.activations("res_add")(tf.constant(x.astype(np.float32))).numpy()
+    expected = keras.Model(model.inputs[0], model.get_layer("res_add").output)(x).numpy()
+    np.testing.assert_allclose(acts, expected, rtol=1e-5, atol=1e-5)
+    # Filter patterns stop at their layer, so a pattern size the rest of the model would not accept works.
+    images, activation = patterns.ascend(em, "res_out", [0, 3], patterns.PatternParams(steps=3, size=24, seed=1))
+    assert images.shape == (2, 24, 24, 1) and np.isfinite(activation).all()
+    # As served: saved as model.keras and loaded back.
+    model.save(tmp_path / "model.keras")
+    loaded = ExplainableModel(keras.saving.load_model(tmp_path / "model.keras", compile=False))
+    np.testing.assert_allclose(
+        cams.heatmaps(loaded, x, "res_out").heatmaps, cams.heatmaps(em, x, "res_out").heatmaps, atol=1e-6
+    )
+
+
+def test_base_model_nested_in_a_sequential(tmp_path):
+    model = nested_model(seed=2)
+    em = ExplainableModel(model)
+    names = [spec.name for spec in em.layers]
+    assert names == ["rescale", "block1_conv", "block1_pool", "block2_conv", "flatten", "fc1", "probabilities"]
+    assert em.default_heatmap_layer() == "block2_conv"
+    base, rescale, flatten, fc1, dense = (
+        model.get_layer(n) for n in ("base", "rescale", "flatten", "fc1", "probabilities")
+    )
+    x = np.load(__import__("support").DIGITS)["x"][:6][..., None]
+    for layer in ("block2_conv", "block1_conv"):
+        inner = keras.Model(base.inputs, [base.get_layer(layer).output, base.output])
+
+        def features(images, inner=inner):
+            return inner(rescale(images))
+
+        _assert_same_maps(em, x, layer, features, lambda h: _logits(dense)(fc1(flatten(h))), model)
+    model.save(tmp_path / "model.keras")
+    loaded = ExplainableModel(keras.saving.load_model(tmp_path / "model.keras", compile=False))
+    assert [spec.name for spec in loaded.layers] == names
+    np.testing.assert_allclose(
+        cams.heatmaps(loaded, x, "block2_conv").heatmaps, cams.heatmaps(em, x, "block2_conv").heatmaps, atol=1e-6
+    )
+
+
+def test_resnet50():
+    model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+    em = ExplainableModel(model)
+    assert len(em.layers) == len(model.layers) - 1  # every layer but the input, each once
+    x = np.random.default_rng(0).integers(0, 256, size=(2, 64, 64, 3)).astype(np.uint8)
+    dense = model.get_layer("predictions")
+    layer = "conv5_block3_out"  # after the last residual addition
+    features = keras.Model(model.inputs[0], [model.get_layer(layer).output, dense.input])
+    _assert_same_maps(em, x.astype(np.float32), layer, features, _logits(dense), model)
+
+
+def test_models_that_cannot_be_walked_are_refused():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3, name="conv")
+            self.dense = keras.layers.Dense(3, activation="softmax")
+
+        def call(self, x):
+            return self.dense(tf.reduce_mean(self.conv(x), axis=[1, 2]))
+
+    subclassed = Subclassed()
+    subclassed(np.zeros((1, 8, 8, 1), np.float32))
+    with pytest.raises(NotExplainable):
+        ExplainableModel(subclassed)
+    a = keras.Input((8, 8, 1))
+    two = keras.Model(a, [keras.layers.Conv2D(2, 3)(a), keras.layers.Flatten()(a)])
+    with pytest.raises(NotExplainable, match="outputs"):
+        ExplainableModel(two)
