@@ -56,11 +56,12 @@ def savedmodel_to_onnx(
     return model
 
 
-SUBPROCESS_PARAMS = 50_000_000
-"""Above this many parameters (VGG16/19, AlexNet) the conversion runs in a child process with protobuf's
-pure-Python backend: with the default (upb) backend tf2onnx peaked at 24 GB on VGG16 or was killed; with
-``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python`` it took about a minute at 12.5 GB. The backend is fixed
-when protobuf is first imported, hence a fresh process."""
+SUBPROCESS_PARAMS = 20_000_000
+"""Above this many parameters (ResNet50, Inception v3, VGG16/19, AlexNet) the conversion runs in a child
+process with protobuf's pure-Python backend: with the default (upb) backend tf2onnx peaked at 24 GB on
+VGG16 or was killed, and held 13 GB on ResNet50; with ``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python`` VGG16
+took about a minute at 12.5 GB. The backend is fixed when protobuf is first imported, hence a fresh process
+(which also returns the conversion's memory when it ends)."""
 
 
 def convert(

@@ -238,3 +238,111 @@ def test_train_cli_parses_the_documented_arguments():
     assert args.smoke is False and args.weights is None and args.distribute == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "no_such_variant"])
+
+
+# ------------------------------------------------------------------ the other loaders (no TensorFlow)
+
+
+def test_digits_loader_maps_0_16_to_uint8_and_holds_out_20_percent():
+    pytest.importorskip("sklearn")
+    from cnnserve.training.datasets import load_digits
+
+    data = load_digits()
+    assert data.x.shape == (1797, 8, 8, 1) and data.x.dtype == np.uint8
+    assert data.x.max() == 255 and set(np.unique(data.x)) <= {round(v * 255 / 16) for v in range(17)}
+    split = split_dataset(data)
+    assert split.heldout.size == 359 and np.intersect1d(split.train, split.heldout).size == 0
+
+
+def _write_pickle(path, obj):
+    import pickle
+
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def test_cifar10_pickle_batches_reshape_like_the_tutorial(tmp_path):
+    from cnnserve.training.datasets import load_cifar10
+
+    rng = np.random.default_rng(0)
+    images = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+        images[name] = x
+        flat = x.transpose(0, 3, 1, 2).reshape(4, 3072)  # the file's layout: 1024 R, 1024 G, 1024 B
+        _write_pickle(tmp_path / name, {"data": flat, "labels": [0, 1, 2, 9], "batch_label": name})
+    data = load_cifar10(tmp_path)
+    assert data.x.shape == (24, 32, 32, 3)
+    np.testing.assert_array_equal(data.x[:4], images["data_batch_1"])
+    np.testing.assert_array_equal(data.x[-4:], images["test_batch"])
+    split = split_dataset(data)
+    np.testing.assert_array_equal(split.heldout, np.arange(20, 24))  # the official test batch
+    assert split.rule.startswith("official")
+
+
+def test_cifar100_pickle_files_use_fine_labels(tmp_path):
+    from cnnserve.training.datasets import load_cifar100
+
+    flat = np.zeros((3, 3072), np.uint8)
+    _write_pickle(tmp_path / "train", {"data": flat, "fine_labels": [5, 99, 0], "coarse_labels": [1, 2, 3]})
+    _write_pickle(tmp_path / "test", {"data": flat[:2], "fine_labels": [42, 7], "coarse_labels": [0, 0]})
+    data = load_cifar100(tmp_path)
+    assert data.y.tolist() == [5, 99, 0, 42, 7] and data.official_test.tolist() == [3, 4]
+
+
+def _png(path, colour, size=(40, 30)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def test_split_folders_loader_reads_train_validation_test(tmp_path):
+    from cnnserve.training.datasets import load_split_folders
+
+    for part, n in (("train", 3), ("validation", 2), ("test", 1)):
+        for cls, colour in (("cats", (200, 0, 0)), ("dogs", (0, 0, 200))):
+            for i in range(n):
+                _png(tmp_path / part / cls / f"{i}.jpg", colour)
+    data = load_split_folders(tmp_path, input_shape=(16, 16, 3))
+    assert data.labels == ("cats", "dogs") and data.x.shape == (12, 16, 16, 3)
+    split = split_dataset(data)
+    assert split.heldout.size == 2 and split.train.size == 6 and data.validation.size == 4
+    assert np.intersect1d(split.train, data.validation).size == 0
+    assert (data.x[data.y == 1][..., 2] > 150).all()  # resized, RGB order kept
+
+
+def test_image_folders_take_class_names_or_indices(tmp_path):
+    from cnnserve.training.datasets import load_image_folders
+    from cnnserve.training.registry import imagenet_labels
+
+    labels = imagenet_labels()
+    assert labels[340] == "zebra" and labels[0] == "tench" and len(set(labels)) == 1000
+    _png(tmp_path / "zebra" / "a.png", (255, 255, 255))
+    _png(tmp_path / "1" / "b.png", (0, 0, 0))
+    data = load_image_folders(tmp_path, input_shape=(8, 8, 3), labels=labels)
+    assert sorted(data.y.tolist()) == [1, 340]
+    _png(tmp_path / "not_a_class" / "c.png", (0, 0, 0))
+    with pytest.raises(ValueError, match="not_a_class"):
+        load_image_folders(tmp_path, input_shape=(8, 8, 3), labels=labels)
+
+
+def test_smoke_data_is_deterministic_and_learnable_shapes():
+    from cnnserve.training.data import SMOKE_DATA, load_dataset
+
+    a = load_dataset("cifar100", SMOKE_DATA, input_shape=(32, 32, 3), labels=tuple(map(str, range(100))))
+    b = load_dataset("cifar100", SMOKE_DATA, input_shape=(32, 32, 3), labels=tuple(map(str, range(100))))
+    assert a.sha256 == b.sha256 and a.x.shape[1:] == (32, 32, 3) and a.y.max() < 100
+    assert split_dataset(a).heldout.size == 256
+
+
+def test_weights_option_is_checked_before_training(tmp_path):
+    from cnnserve.training.train import resolve_weights
+
+    assert resolve_weights(VARIANTS["vgg16"], None, smoke=False) == "imagenet"
+    assert resolve_weights(VARIANTS["vgg16"], None, smoke=True) is None
+    assert resolve_weights(VARIANTS["vgg16_transfer"], "none", smoke=False) is None
+    with pytest.raises(FileNotFoundError):
+        resolve_weights(VARIANTS["resnet50"], str(tmp_path / "missing.h5"), smoke=False)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        resolve_weights(VARIANTS["cifar10_cnn"], "imagenet", smoke=False)
