@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
 from cnnserve._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from cnnserve.server.classify import ClassifyHandler
+from cnnserve.server.grpc_common import DrainInterceptor
 from cnnserve.server.grpc_explainer import ExplainerProxy
 from cnnserve.server.grpc_images import ImageServicer
 from cnnserve.server.grpc_kserve import KServeServicer
@@ -27,10 +28,13 @@ from cnnserve.server.inference import InferenceHandler
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.runtime import choose_providers
-from cnnserve.server.security import interceptors, server_credentials
+from cnnserve.server.security import OPEN_METHODS, interceptors, server_credentials
 from cnnserve.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+# How long shutdown answers new calls UNAVAILABLE before the transport stops accepting them.
+DRAIN_NOTICE_SECONDS = 0.5
 
 SERVICE_NAMES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
@@ -61,6 +65,7 @@ class CnnServer:
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         self._poller: asyncio.Task | None = None
+        self._drain = DrainInterceptor(OPEN_METHODS)
 
     async def start(self) -> int:
         """Bind, load and warm up every model, then report SERVING. Returns the bound gRPC port."""
@@ -75,7 +80,9 @@ class CnnServer:
             ("grpc.so_reuseport", 1 if s.reuse_port else 0),
         ]
         credentials = server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
-        server = grpc.aio.server(options=options, interceptors=interceptors(s.auth_token_file, s.auth_tokens))
+        server = grpc.aio.server(
+            options=options, interceptors=[self._drain, *interceptors(s.auth_token_file, s.auth_tokens)]
+        )
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(self.models, InferenceHandler(self.models), self.metrics, self.state), server
         )
@@ -149,7 +156,11 @@ class CnnServer:
         self.state.ready = False
         if self._poller is not None:
             self._poller.cancel()
+        # New calls get a clear UNAVAILABLE from here on, while the transport still accepts them; a moment
+        # later the gRPC server stops accepting, and only then could a late call be cancelled by the transport.
+        self._drain.draining = True
         await self.health.shut_down()
+        await asyncio.sleep(min(DRAIN_NOTICE_SECONDS, grace))
         if self._server is not None:
             await self._server.stop(grace)
         if self.models is not None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import grpc
 
+from cnnserve.server.grpc_common import refusing_handler
+
 log = logging.getLogger(__name__)
 
 # Calls that stay open without a token: orchestrators probe health, and reflection describes the API.
@@ -87,26 +89,6 @@ def token_is_valid(header: str | None, tokens: Iterable[bytes]) -> bool:
     return valid
 
 
-def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind (unary/stream) that answers UNAUTHENTICATED."""
-
-    async def abort(request_or_iterator, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    async def abort_stream(request_or_iterator, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - makes this an async generator
-
-    kw = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(abort, **kw)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(abort_stream, **kw)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(abort, **kw)
-    return grpc.stream_stream_rpc_method_handler(abort_stream, **kw)
-
-
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without a valid bearer token, except health and reflection."""
 
@@ -124,7 +106,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if token_is_valid(header, self._tokens):
             return handler
         reason = "missing bearer token" if not header else "invalid bearer token"
-        return _denied(handler, f"{reason}: send metadata 'authorization: Bearer <token>'")
+        return refusing_handler(
+            handler, grpc.StatusCode.UNAUTHENTICATED, f"{reason}: send metadata 'authorization: Bearer <token>'"
+        )
 
 
 def interceptors(token_file: Path | None, tokens: str) -> list[grpc.aio.ServerInterceptor]:
