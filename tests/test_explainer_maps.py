@@ -266,6 +266,12 @@ def test_functional_model_with_branches(tmp_path):
     # Filter patterns stop at their layer, so a pattern size the rest of the model would not accept works.
     images, activation = patterns.ascend(em, "res_out", [0, 3], patterns.PatternParams(steps=3, size=24, seed=1))
     assert images.shape == (2, 24, 24, 1) and np.isfinite(activation).all()
+    # A feature extractor without a classifier head (4-D output) still serves activations and filter patterns.
+    headless = ExplainableModel(keras.Model(model.inputs[0], model.get_layer("mixed").output))
+    assert headless.layer("mixed").spatial and not headless.pre_softmax
+    assert patterns.ascend(headless, "branch_3x3", [1], patterns.PatternParams(steps=2, seed=1))[0].shape == (
+        1, SIZE, SIZE, 1,
+    )  # fmt: skip
     # As served: saved as model.keras and loaded back.
     model.save(tmp_path / "model.keras")
     loaded = ExplainableModel(keras.saving.load_model(tmp_path / "model.keras", compile=False))

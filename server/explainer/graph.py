@@ -205,10 +205,6 @@ class ExplainableModel:
             raise NotExplainable(f"model {self.model.name!r} cannot be re-run layer by layer: {exc}") from exc
         if isinstance(expected, (list, tuple, dict)):
             raise NotExplainable(f"model {self.model.name!r} has several outputs")
-        if len(probabilities.shape) != 2:
-            raise NotExplainable(
-                f"model {self.model.name!r}: output {list(probabilities.shape)} is not [batch, classes]"
-            )
         if not np.allclose(probabilities.numpy(), np.asarray(expected), rtol=1e-3, atol=1e-4):
             raise NotExplainable(
                 f"model {self.model.name!r}: running its layers on a float input does not reproduce its output"

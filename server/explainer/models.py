@@ -1,7 +1,7 @@
 """The sidecar's models: every served version's model.keras, loaded once and wrapped for explanation.
 
 The versions are those the main server serves (the same repository reader and version policy); a version
-without a model.keras, or whose layers cannot be re-run in order, is skipped with a log line.
+without a model.keras, or whose layers cannot be re-run on a float input (graph.py), is skipped with a log line.
 """
 
 from __future__ import annotations
