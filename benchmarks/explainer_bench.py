@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/explainer_bench.py [--repeats 5] [--json out.json]
 
 Grad-CAM on block5_conv3 at batch 1 and 8 (224x224x3; per-image latency, best of the repeats, ours and
-tf-keras-vis alternately, after one warm-up call each), then filter patterns (the reference's recipe: block4_conv2, 50x50, 50 steps) for 8 filters
+tf-keras-vis alternately, after one warm-up call each; at batch 8 also ours with the overlay PNGs the
+Heatmap RPC returns), then filter patterns (the reference's recipe: block4_conv2, 50x50, 50 steps) for 8 filters
 as one batch and one filter alone. tf-keras-vis does the same work in the same process when installed:
 Gradcam with ReplaceToLinear on the same model (upsampled and normalised, as ours), and
 ActivationMaximization with plain SGD(0.9), no input modifiers or regularisers, 50 steps.
@@ -55,6 +56,7 @@ def main() -> int:
 
     from cnnserve.server.explainer import cams, patterns
     from cnnserve.server.explainer.graph import ExplainableModel
+    from cnnserve.server.explainer.render import overlay_png
 
     try:
         from tf_keras_vis.activation_maximization import ActivationMaximization
@@ -86,6 +88,15 @@ def main() -> int:
         t_ours, t_vis = _best_of(args.repeats, lambda x=x: cams.heatmaps(ours, x, "block5_conv3", "gradcam"), theirs)
         work = f"Grad-CAM, VGG16 block5_conv3, batch {batch}"
         rows.append((work, "per image", t_ours / batch, t_vis and t_vis / batch))
+        if batch > 1:  # what the Heatmap RPC adds per image: the JET overlay and its PNG (no tf-keras-vis peer)
+            pixels = x.astype(np.uint8)
+
+            def with_overlays(x=x, pixels=pixels):
+                maps = cams.heatmaps(ours, x, "block5_conv3", "gradcam").heatmaps
+                return [overlay_png(pixels[i], maps[i]) for i in range(len(maps))]
+
+            t_full, _ = _best_of(args.repeats, with_overlays)
+            rows.append((f"{work}, with overlay PNGs", "per image", t_full / batch, None))
 
     conv = keras.applications.VGG16(weights=None, include_top=False, input_shape=(50, 50, 3))
     ours_conv = ExplainableModel(conv)
