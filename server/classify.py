@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 import numpy as np
+
 from cnnserve.server.errors import FailedPrecondition, InvalidArgument
 from cnnserve.server.images import Preprocessing, decode_image
 from cnnserve.server.model_manager import ModelManager

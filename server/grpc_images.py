@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from cnnserve._proto.cnnserve.v1 import images_pb2 as pb
+from cnnserve._proto.cnnserve.v1 import images_pb2_grpc as pb_grpc
 from cnnserve.server.classify import ClassifyHandler
 from cnnserve.server.grpc_common import deadline_of, guarded
 from cnnserve.server.metrics import ServerMetrics
-
-from cnnserve._proto.cnnserve.v1 import images_pb2 as pb
-from cnnserve._proto.cnnserve.v1 import images_pb2_grpc as pb_grpc
 
 
 class ImageServicer(pb_grpc.ImageServiceServicer):

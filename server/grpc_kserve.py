@@ -7,6 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+
+from cnnserve import __version__
+from cnnserve._proto.inference import grpc_service_pb2 as pb
+from cnnserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.server.errors import InvalidArgument, NotFound, ServingError
 from cnnserve.server.grpc_common import deadline_of, guarded
 from cnnserve.server.inference import InferenceHandler, InferRequest, InferResult, RequestedOutput
@@ -14,10 +18,6 @@ from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.repository import list_model_names
 from cnnserve.server.tensors import CONTENTS_FIELD, WireTensor, serialize_bytes
-
-from cnnserve import __version__
-from cnnserve._proto.inference import grpc_service_pb2 as pb
-from cnnserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

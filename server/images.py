@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cnnserve.server.errors import FailedPrecondition, InvalidArgument
 from PIL import Image, UnidentifiedImageError
+
+from cnnserve.server.errors import FailedPrecondition, InvalidArgument
 
 ALLOWED_FORMATS = {"PNG", "JPEG"}
 # Refuse by header before decoding: a 100 KB PNG can claim 50,000 x 50,000 pixels (decompression bomb).

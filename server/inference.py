@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from cnnserve.server.errors import InvalidArgument
 from cnnserve.server.model_manager import ModelManager, ServedVersion
 from cnnserve.server.tensors import WireTensor, check_shape, classification, decode_tensor

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
+
 from cnnserve.server.repository import ModelConfigError, ModelSpec
 from cnnserve.server.tensors import ONNX_TO_DATATYPE
 

@@ -35,10 +35,14 @@ class ServerSettings(BaseSettings):
     explainer_address: str = Field("127.0.0.1:8011", description="The explainer sidecar's gRPC address.")
     tls_cert: Path | None = Field(None, description="PEM certificate chain; with tls_key, serve TLS only.")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
-    tls_client_ca: Path | None = Field(None, description="PEM CA; when set, clients must present certificates it signed (mTLS).")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA; when set, clients must present certificates it signed (mTLS)."
+    )
     auth_token_file: Path | None = Field(None, description="File of accepted bearer tokens, one per line.")
     auth_tokens: str = Field("", description="Comma-separated accepted bearer tokens (prefer the file or a secret).")
-    explainer_tls_ca: Path | None = Field(None, description="CA to verify the explainer's TLS certificate; unset: plaintext.")
+    explainer_tls_ca: Path | None = Field(
+        None, description="CA to verify the explainer's TLS certificate; unset: plaintext."
+    )
     workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC port (SO_REUSEPORT).")
     uvloop: bool = Field(False, description="Run the event loop on uvloop.")
     reuse_port: bool = Field(

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from cnnserve.server.errors import InvalidArgument
 
 from cnnserve._proto.inference import model_config_pb2 as mc
+from cnnserve.server.errors import InvalidArgument
 
 # KServe datatype name -> numpy dtype (little-endian, as the protocol requires).
 DATATYPE_TO_NUMPY: dict[str, np.dtype] = {

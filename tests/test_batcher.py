@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from cnnserve.server.batcher import BatchFailed, DynamicBatcher, warmup_sizes
 from cnnserve.server.errors import (
     DeadlineExceeded,

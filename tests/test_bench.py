@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 from conftest import ServerThread
-from support import write_model
 
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve.bench import report
@@ -19,6 +18,7 @@ from cnnserve.bench.payload import InputSpec, build_requests, parse_inputs
 from cnnserve.bench.runner import BenchConfig, run
 from cnnserve.bench.stats import is_stable, stats_delta, summarise
 from cnnserve.cli import main
+from support import write_model
 
 SHORT = dict(processes=2, warmup_s=0.3, window_s=0.5, duration_s=1.0, timeout_s=20.0)
 

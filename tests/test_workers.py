@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+
 from support import ServerProcess, write_model
 
 

@@ -17,9 +17,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from google.protobuf import descriptor_pb2
-from support import DIGITS, ROOT, ServerProcess, write_model
 from tritonclient.grpc import model_config_pb2, service_pb2
 from tritonclient.utils import InferenceServerException
+
+from support import DIGITS, ROOT, ServerProcess, write_model
 
 MODEL = "tiny"
 
