@@ -34,6 +34,8 @@ demo: $(STAMP_DEMO)
 
 test: $(STAMP_DEV)
 	$(PY) protos/generate.py --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests -q -p no:cacheprovider
 	# tritonclient registers the same protobuf symbols as our stubs, so its tests run in their own process.
 	$(PY) -m pytest tests/compat -q -p no:cacheprovider
