@@ -28,7 +28,15 @@ LIGHT = sorted(n for n, v in VARIANTS.items() if not v.heavy and n not in SLOW_G
 HEAVY = sorted(set(VARIANTS) - set(LIGHT))
 
 
-def _smoke_pipeline(name: str, tmp_path):
+def _cli(*args: str) -> None:
+    """One `cnnserve` command in its own process: its memory is returned when it ends."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "cnnserve.cli", *args], check=True)
+
+
+def _smoke_pipeline(name: str, tmp_path, in_processes: bool = False):
     from cnnserve.client import CnnserveClient
     from cnnserve.export.exporter import export_variant
     from cnnserve.training.data import SMOKE_DATA, load_dataset, split_dataset
@@ -36,13 +44,20 @@ def _smoke_pipeline(name: str, tmp_path):
 
     v = VARIANTS[name]
     shape = tuple(v.smoke_input_shape or v.input_shape)
-    art = train_variant(name, smoke=True, output_dir=tmp_path / "artifacts", verbose=0)
+    repo = tmp_path / "models"
+    if in_processes:  # VGG-sized: training, then the conversion (12.5 GB), never held in one process
+        _cli("train", name, "--smoke", "--output-dir", str(tmp_path / "artifacts"))
+        _cli("export", name, "--artifacts", str(tmp_path / "artifacts"), "--model-repository", str(repo))
+    else:
+        train_variant(name, smoke=True, output_dir=tmp_path / "artifacts", verbose=0)
+    art = tmp_path / "artifacts" / name
     meta = json.loads((art / "train_metadata.json").read_text())
     assert meta["smoke"] is True and meta["input"]["shape"] == [-1, *shape]
     assert meta["layers"]["last_conv"] == v.last_conv_layer and v.last_conv_layer in meta["layers"]["conv"]
 
-    repo = tmp_path / "models"
-    vdir = export_variant(name, artifacts=tmp_path / "artifacts", repository=repo)
+    vdir = repo / name / "1"
+    if not in_processes:
+        vdir = export_variant(name, artifacts=tmp_path / "artifacts", repository=repo)
     served = json.loads((vdir / "metadata.json").read_text())
     parity = served["parity"]
     assert parity["samples"] >= 256 and parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] <= 1e-4
@@ -83,7 +98,7 @@ def test_smoke_train_export_serve_classify(name, tmp_path):
 @pytest.mark.heavy
 @pytest.mark.parametrize("name", HEAVY)
 def test_heavy_smoke_train_export_serve_classify(name, tmp_path):
-    served = _smoke_pipeline(name, tmp_path)
+    served = _smoke_pipeline(name, tmp_path, in_processes=VARIANTS[name].heavy)
     if VARIANTS[name].smoke_input_shape is None:
         assert served["training"]["params"] == VARIANTS[name].params  # full size: no smaller smoke input
 
