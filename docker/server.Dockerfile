@@ -31,11 +31,7 @@ RUN useradd --create-home --uid 10001 --user-group cnnserve \
  && mkdir /models && chown cnnserve:cnnserve /models
 COPY --from=build /opt/venv /opt/venv
 COPY --from=wheel /wheels /tmp/wheels
-# training/registry.py reads data/imagenet-classes.txt beside the package at import time, which a wheel
-# does not carry yet: put it where the installed package looks, or no `cnnserve` command starts.
-COPY data/imagenet-classes.txt /tmp/wheels/
 RUN /opt/venv/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
- && /opt/venv/bin/python -I -c "import pathlib, shutil, cnnserve; d = pathlib.Path(cnnserve.__file__).parent / 'data'; d.mkdir(exist_ok=True); shutil.copy('/tmp/wheels/imagenet-classes.txt', d)" \
  && rm -rf /tmp/wheels \
  && /opt/venv/bin/cnnserve --help >/dev/null \
  && /opt/venv/bin/python -I -c "import sys, cnnserve.server.app; assert 'tensorflow' not in sys.modules"

@@ -32,8 +32,9 @@ from cnnserve.training.architectures import CAFFE_MEAN_RGB, INPUT_NAME, OUTPUT_N
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "RESCALE_LAYER", "VARIANTS", "Variant", "get_variant"]
 
 DIGIT_LABELS: tuple[str, ...] = tuple(str(i) for i in range(10))
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-IMAGENET_CLASSES_FILE = DATA_DIR / "imagenet-classes.txt"
+# Package data (installed with the wheel): the registry must load in every image, the server's included.
+RESOURCES = Path(__file__).resolve().parent / "resources"
+IMAGENET_CLASSES_FILE = RESOURCES / "imagenet-classes.txt"
 """The 1,000 ImageNet-1k class names in Keras' class-index order (source and license beside it)."""
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # CIFAR-100 fine labels in index order (the "fine_label_names" of the dataset's meta file).
