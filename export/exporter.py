@@ -50,6 +50,7 @@ def triton_config(variant: Variant, name: str, input_shape=None, num_classes: in
         outputs=(TensorConfig(OUTPUT_NAME, "float32", (k,), label_filename="labels.txt"),),
         max_batch_size=variant.max_batch_size,
         max_queue_delay_microseconds=variant.max_queue_delay_microseconds,
+        preferred_batch_size=variant.preferred_batch_size,
     )
 
 

@@ -57,6 +57,7 @@ class ModelConfig:
     outputs: tuple[TensorConfig, ...]
     max_batch_size: int
     max_queue_delay_microseconds: int
+    preferred_batch_size: int = 0
     platform: str = "onnxruntime_onnx"
     instance_count: int = 1
     instance_kind: str = "KIND_CPU"
@@ -89,8 +90,9 @@ def render_config(cfg: ModelConfig) -> str:
         "output [\n" + ",\n".join(_tensor(t) for t in cfg.outputs) + "\n]",
     ]
     if cfg.max_batch_size > 0:
+        preferred = f"  preferred_batch_size: [ {int(cfg.preferred_batch_size)} ]\n" if cfg.preferred_batch_size else ""
         lines.append(
-            f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(cfg.max_queue_delay_microseconds)}\n}}"
+            f"dynamic_batching {{\n{preferred}  max_queue_delay_microseconds: {int(cfg.max_queue_delay_microseconds)}\n}}"
         )
     lines.append(
         f"instance_group [\n  {{\n    count: {int(cfg.instance_count)}\n    kind: {cfg.instance_kind}\n  }}\n]"

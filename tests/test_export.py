@@ -35,6 +35,7 @@ output [
   }
 ]
 dynamic_batching {
+  preferred_batch_size: [ 8 ]
   max_queue_delay_microseconds: 2000
 }
 instance_group [
@@ -68,6 +69,9 @@ def test_triton_config_for_every_variant_parses_as_a_model_config(name):
     assert out.name == "probabilities" and list(out.dims) == [v.num_classes]
     assert out.data_type == model_config_pb2.TYPE_FP32 and out.label_filename == "labels.txt"
     assert cfg.dynamic_batching.max_queue_delay_microseconds == v.max_queue_delay_microseconds
+    assert list(cfg.dynamic_batching.preferred_batch_size) == (
+        [v.preferred_batch_size] if v.preferred_batch_size else []
+    )
     assert cfg.instance_group[0].count == 1
     assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
 
