@@ -29,6 +29,7 @@ import psutil
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.process import wait_ready
 from cnnserve.server.images import encode_png
 
 
@@ -36,12 +37,7 @@ def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnnserve.cli", *args], stdout=subprocess.PIPE, stderr=log.open("a"), text=True
     )
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{args[0]} exited before ready; see {log}")
-        if line.startswith("{") and json.loads(line).get("event") == "ready":
-            return proc, json.loads(line)["grpc_port"]
+    return proc, wait_ready(proc)["grpc_port"]
 
 
 def _requests(model: str, shape: list[int]) -> dict[str, tuple[object, str, str]]:

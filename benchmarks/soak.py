@@ -23,6 +23,7 @@ import psutil
 
 from cnnserve.bench import report
 from cnnserve.bench.runner import BenchConfig, run
+from cnnserve.process import wait_ready
 
 
 def rss(proc: psutil.Process) -> int:
@@ -51,13 +52,7 @@ def main() -> int:
     cmd += ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1", *args.serve_args]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=(args.out / "server.log").open("w"), text=True)
     try:
-        port = None
-        while port is None:
-            line = server.stdout.readline()
-            if not line:
-                raise RuntimeError("server exited before ready")
-            if line.startswith("{"):
-                port = json.loads(line)["grpc_port"]
+        port = wait_ready(server)["grpc_port"]
         proc = psutil.Process(server.pid)
         samples: list[tuple[float, int]] = []
         t0 = time.monotonic()

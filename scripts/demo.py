@@ -41,6 +41,7 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from cnnserve.export.exporter import export_variant
+    from cnnserve.process import wait_ready
     from cnnserve.training.data import DEFAULT_DATA, load_mnist, split_dataset
     from cnnserve.training.train import train_variant
 
@@ -73,14 +74,14 @@ def main() -> int:
     )  # fmt: skip
     server = None
     try:
-        explainer_address = f"127.0.0.1:{_wait_ready(explainer)['grpc_port']}"
+        explainer_address = f"127.0.0.1:{wait_ready(explainer)['grpc_port']}"
         print(f"explainer ready on {explainer_address}")
         server = subprocess.Popen(
             [sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(models), "--host", "127.0.0.1",
              "--grpc-port", "0", "--metrics-port", "0", "--explainer-address", explainer_address],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        ready = _wait_ready(server)
+        ready = wait_ready(server)
         address = f"127.0.0.1:{ready['grpc_port']}"
         print(f"server ready on {address} (metrics on :{ready['metrics_port']})")
         _classify(address, x, y, out, args.show)
@@ -149,19 +150,6 @@ def _explain(address: str, out: Path) -> None:
     for path in sorted((out / "explain").rglob("*")):
         if path.is_file():
             print(f"wrote {path}")
-
-
-def _wait_ready(server: subprocess.Popen, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = server.stdout.readline()
-        if not line:
-            raise RuntimeError(f"server exited with status {server.wait()} before it was ready")
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == "ready":
-                return event
-    raise TimeoutError("server did not become ready")
 
 
 def _banner(text: str) -> None:

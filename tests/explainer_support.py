@@ -117,22 +117,15 @@ class ExplainerProcess:
         self.grpc_port = 0
 
     def start(self, timeout: float = 120) -> ExplainerProcess:
-        import json
         import os
         import subprocess
-        import time
 
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"explainer exited early with {self.proc.wait()}")
-            if line.startswith("{") and json.loads(line).get("event") == "ready":
-                self.grpc_port = json.loads(line)["grpc_port"]
-                return self
-        raise TimeoutError("explainer did not report ready")
+        from cnnserve.process import wait_ready
+
+        self.grpc_port = wait_ready(self.proc, timeout)["grpc_port"]
+        return self
 
     @property
     def address(self) -> str:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -69,7 +68,6 @@ def write_model(
     seed: int = 0,
 ) -> Path:
     """A model folder of the repository contract: config.pbtxt, labels.txt, VERSION/model.onnx, metadata.json."""
-    import json
 
     folder = repo / name
     tiny_onnx(folder / str(version) / "model.onnx", classes=classes, seed=seed)
@@ -134,17 +132,11 @@ class ServerProcess:
     def start(self, timeout: float = 120) -> ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"server exited early: {self.proc.stderr.read()}")
-            if line.startswith("{"):
-                event = json.loads(line)
-                if event.get("event") == "ready":
-                    self.grpc_port, self.metrics_port = event["grpc_port"], event["metrics_port"]
-                    return self
-        raise TimeoutError("server did not report ready")
+        from cnnserve.process import wait_ready
+
+        event = wait_ready(self.proc, timeout)
+        self.grpc_port, self.metrics_port = event["grpc_port"], event["metrics_port"]
+        return self
 
     @property
     def address(self) -> str:
