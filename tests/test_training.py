@@ -132,6 +132,9 @@ def test_every_variant_builds_with_the_served_contract(name):
     assert isinstance(last_conv, keras.layers.Conv2D)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs[-1] is last_conv
+    # The default Grad-CAM layer is a layer of the served model with a spatial map: [None, h, w, channels].
+    cam = model.get_layer(v.heatmap_layer)
+    assert len(cam.output.shape) == 4 and all(d and d > 0 for d in cam.output.shape[1:])
     # Every layer is named explicitly (Keras' automatic names end in "_<n>" or are the class name).
     for layer in model.layers:
         assert not layer.name.startswith(("conv2d", "dense", "max_pooling", "dropout_", "flatten_"))
@@ -139,6 +142,28 @@ def test_every_variant_builds_with_the_served_contract(name):
     probs = np.asarray(model(x, training=False))
     assert probs.shape == (3, v.num_classes) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "cam", "kind"),
+    [("resnet50", "conv5_block3_out", "Activation"), ("inception_v3", "mixed10", "Concatenate")],
+)
+def test_resnet50_and_inception_cam_layer_is_the_last_block_output(name, cam, kind):
+    """Grad-CAM's usual layer for these nets is the last block's output (after ResNet's residual addition and
+    relu, Inception's concatenation of all branches), not the last Conv2D, which sits inside one branch."""
+    import keras
+
+    v = VARIANTS[name]
+    assert v.heatmap_layer == cam != v.last_conv_layer
+    model = v.make_model(input_shape=v.smoke_input_shape)  # the same layer graph, smaller maps
+    layer = model.get_layer(cam)
+    assert type(layer).__name__ == kind and not isinstance(layer, keras.layers.Conv2D)
+    assert len(layer.output.shape) == 4
+    names = [layer.name for layer in model.layers]
+    assert names.index(v.last_conv_layer) < names.index(cam)
+    # The block's output is what the classifier reads: the global average pooling takes it directly.
+    assert model.get_layer("avg_pool").input is layer.output
 
 
 @pytest.mark.slow
@@ -204,6 +229,7 @@ def test_train_writes_artifacts_and_an_inference_mode_savedmodel(tmp_path):
     assert held["count"] == HELDOUT_COUNT and 0.0 <= held["accuracy"] <= 1.0 and held["loss"] > 0
     assert sum(c["count"] for c in held["per_class"].values()) == HELDOUT_COUNT
     assert meta["layers"]["last_conv"] == "conv2" and meta["layers"]["conv"] == ["conv1", "conv2"]
+    assert meta["layers"]["cam"] == "conv2"
     assert {"name": "conv2", "class": "Conv2D", "output_shape": [-1, 14, 14, 64]} in meta["layers"]["all"]
     assert len(meta["hashes"]["data_sha256"]) == 64 and len(meta["hashes"]["savedmodel_sha256"]) == 64
     assert {"tensorflow", "keras", "numpy"} <= set(meta["versions"])

@@ -7,7 +7,7 @@ must be the ONNX model's own and the TensorFlow model's top-1 class.
 
 VGG-sized variants (``Variant.heavy``: VGG16, VGG19, AlexNet; hundreds of MB of ONNX, GBs to convert) and
 the two deep keras.applications graphs (minutes each) run only with ``-m heavy``; their models are still
-built and checked (contract, parameter count, last conv layer) by tests/test_training.py.
+built and checked (contract, parameter count, last conv and Grad-CAM layers) by tests/test_training.py.
 """
 
 from __future__ import annotations
@@ -54,11 +54,16 @@ def _smoke_pipeline(name: str, tmp_path, in_processes: bool = False):
     meta = json.loads((art / "train_metadata.json").read_text())
     assert meta["smoke"] is True and meta["input"]["shape"] == [-1, *shape]
     assert meta["layers"]["last_conv"] == v.last_conv_layer and v.last_conv_layer in meta["layers"]["conv"]
+    # The default Grad-CAM layer is recorded too, and is a spatial layer of the trained model.
+    assert meta["layers"]["cam"] == v.heatmap_layer
+    shapes = {row["name"]: row["output_shape"] for row in meta["layers"]["all"]}
+    assert len(shapes[v.heatmap_layer]) == 4
 
     vdir = repo / name / "1"
     if not in_processes:
         vdir = export_variant(name, artifacts=tmp_path / "artifacts", repository=repo)
     served = json.loads((vdir / "metadata.json").read_text())
+    assert served["layers"]["cam"] == v.heatmap_layer  # the explainer's default heatmap layer
     parity = served["parity"]
     assert parity["samples"] >= 256 and parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] <= 1e-4
     assert served["output"]["shape"] == [-1, v.num_classes] and len(served["labels"]) == v.num_classes
@@ -170,3 +175,4 @@ def test_variants_command_lists_every_variant_without_tensorflow():
     assert by_name["vgg16"]["params"] == 138_357_544 and by_name["vgg16"]["classes"] == 1000
     assert by_name["vgg16_transfer"]["classes"] == 2 and by_name["vgg16_transfer"]["weights"] == "imagenet"
     assert by_name["digits_bn"]["input"] == "8x8x1"
+    assert by_name["resnet50"]["cam_layer"] == "conv5_block3_out" and by_name["lenet5"]["cam_layer"] == "conv2"

@@ -39,6 +39,7 @@ def variant_rows() -> list[dict]:
                 "default_data": v.default_data,
                 "weights": v.default_weights or "none",
                 "last_conv": v.last_conv_layer,
+                "cam_layer": v.heatmap_layer,
                 "heavy": v.heavy,
             }
         )
@@ -51,12 +52,15 @@ def run_variants(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(row))
         return 0
-    header = f"{'variant':<15} {'input':<11} {'smoke':<11} {'classes':>7} {'params':>12}  {'data':<14} {'weights':<8} last conv"
+    header = (
+        f"{'variant':<15} {'input':<11} {'smoke':<11} {'classes':>7} {'params':>12}  {'data':<14} {'weights':<8} "
+        f"{'last conv':<20} grad-cam layer"
+    )
     print(header)
     for r in rows:
         print(
             f"{r['name']:<15} {r['input']:<11} {r['smoke_input']:<11} {r['classes']:>7} {r['params']:>12,}  "
-            f"{r['dataset']:<14} {r['weights']:<8} {r['last_conv']}"
+            f"{r['dataset']:<14} {r['weights']:<8} {r['last_conv']:<20} {r['cam_layer']}"
         )
     return 0
 

@@ -126,7 +126,7 @@ class Variant:
     dataset: str
     """Key of the loader in ``cnnserve.training.data`` (e.g. ``"mnist"``)."""
     last_conv_layer: str
-    """Name of the last Conv2D layer (Grad-CAM target)."""
+    """Name of the last Conv2D layer (the Grad-CAM target unless ``cam_layer`` names another)."""
     optimizer: Callable[[int], Any]
     """Factory taking the total number of training steps (for LR schedules) and returning a fresh Keras
     optimizer (imports Keras lazily)."""
@@ -155,10 +155,18 @@ class Variant:
     """VGG-sized: ONNX conversion needs GBs of memory and minutes; kept out of the default test run."""
     default_data: str = ""
     """Default ``--data`` for real training (a path, or where to put the Keras download)."""
+    cam_layer: str = ""
+    """The default Grad-CAM layer where it is not the last Conv2D (empty: ``last_conv_layer``); a block's
+    output after its residual addition or concatenation, as Keras' and pytorch-grad-cam's examples use."""
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def heatmap_layer(self) -> str:
+        """The default Grad-CAM layer: ``cam_layer``, else ``last_conv_layer``."""
+        return self.cam_layer or self.last_conv_layer
 
     @property
     def params(self) -> int:
@@ -431,6 +439,8 @@ VARIANTS: dict[str, Variant] = {
             _INCEPTION,
             "conv94",
             "Inception v3 ImageNet classifier (keras.applications), 1000 classes",
+            # conv94 is one 1x1 branch of the last block; mixed10 concatenates all its branches (8x8x2048).
+            cam_layer="mixed10",
             reference="003_*.txt (GoogLeNet / Inception line); Keras: 77.9 % top-1",
             smoke_input_shape=(75, 75, 3),
         ),
@@ -441,6 +451,8 @@ VARIANTS: dict[str, Variant] = {
             _CAFFE,
             "conv5_block3_3_conv",
             "ResNet50 ImageNet classifier (keras.applications), 1000 classes",
+            # conv5_block3_3_conv is the residual branch before the addition; the block's output (add + relu).
+            cam_layer="conv5_block3_out",
             reference="003_*.txt (ResNet); Keras: 74.9 % top-1",
             smoke_input_shape=(32, 32, 3),
         ),

@@ -324,6 +324,7 @@ def train_variant(
                 "count": int(len(data.y)),
             },
             "layers": {
+                "cam": variant.heatmap_layer,
                 "last_conv": variant.last_conv_layer,
                 "conv": conv_layer_names(model),
                 "all": layer_table(model),

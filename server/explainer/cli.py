@@ -56,7 +56,7 @@ def add_explainer_parsers(sub) -> None:
     e.add_argument("--version", default="", help="model version (default: the newest)")
     e.add_argument("--what", choices=["heatmap", "activations", "filters", "layers"], default="heatmap")
     e.add_argument("--method", choices=METHODS, default="gradcam", help="heatmap method (default gradcam)")
-    e.add_argument("--layer", default="", help="layer name (heatmap default: the last conv layer)")
+    e.add_argument("--layer", default="", help="layer name (heatmap default: the model's Grad-CAM layer)")
     e.add_argument("--target-class", type=int, help="class to explain (default: the predicted class)")
     e.add_argument("--alpha", type=float, help="overlay opacity in [0, 1] (default 0.4)")
     e.add_argument("--channels", default="", help="activations: channels, e.g. 0-15 or 1,5,9 (default all)")

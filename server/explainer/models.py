@@ -40,17 +40,21 @@ class ExplainerModel:
 
 
 def _default_layer(spec: ModelSpec, model: ExplainableModel) -> str:
-    """metadata.json's layers.last_conv, else the registry's last_conv_layer for its variant, else the last conv."""
-    named = (spec.metadata.get("layers") or {}).get("last_conv")
-    if not named and spec.metadata.get("variant"):
+    """The first of these that names a spatial layer of the model: metadata.json's ``layers.cam``, its
+    ``layers.last_conv`` (metadata written before ``cam`` existed), the registry's Grad-CAM layer for its
+    variant; else the last convolution."""
+    recorded = spec.metadata.get("layers") or {}
+    candidates = [recorded.get("cam"), recorded.get("last_conv")]
+    if spec.metadata.get("variant"):
         try:
             from cnnserve.training.registry import get_variant
 
-            named = get_variant(spec.metadata["variant"]).last_conv_layer
+            candidates.append(get_variant(spec.metadata["variant"]).heatmap_layer)
         except (ImportError, KeyError):
-            named = None
-    if named and (layer := model.layer(named)) is not None and layer.spatial:
-        return named
+            pass
+    for named in candidates:
+        if named and (layer := model.layer(named)) is not None and layer.spatial:
+            return named
     return model.default_heatmap_layer()
 
 
