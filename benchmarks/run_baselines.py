@@ -181,7 +181,7 @@ def main() -> int:
     mls = args.mlserver_venv / "bin" / "mlserver"
     if mls.exists() and "mlserver" in parts:
         log("== MLServer")
-        folder = args.out / "mlserver-repo"
+        folder = (args.out / "mlserver-repo").resolve()  # mlserver runs with cwd=folder
         port, http = free_port(), free_port()
         models = [*SMALL, args.heavy] if args.heavy else list(SMALL)
         prep = [PY, str(ROOT / "benchmarks" / "mlserver" / "prepare.py"), "--repository", str(args.repository)]
