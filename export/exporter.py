@@ -51,6 +51,7 @@ def triton_config(variant: Variant, name: str, input_shape=None, num_classes: in
         max_batch_size=variant.max_batch_size,
         max_queue_delay_microseconds=variant.max_queue_delay_microseconds,
         preferred_batch_size=variant.preferred_batch_size,
+        intra_op_threads=variant.intra_op_threads,
     )
 
 

@@ -61,6 +61,7 @@ class ModelConfig:
     platform: str = "onnxruntime_onnx"
     instance_count: int = 1
     instance_kind: str = "KIND_CPU"
+    intra_op_threads: int = 0  # Triton's onnxruntime parameter intra_op_thread_count; 0: not written
 
 
 def _quote(text: str) -> str:
@@ -97,4 +98,7 @@ def render_config(cfg: ModelConfig) -> str:
     lines.append(
         f"instance_group [\n  {{\n    count: {int(cfg.instance_count)}\n    kind: {cfg.instance_kind}\n  }}\n]"
     )
+    if cfg.intra_op_threads:
+        threads = _quote(str(int(cfg.intra_op_threads)))
+        lines.append(f'parameters {{\n  key: "intra_op_thread_count"\n  value: {{ string_value: {threads} }}\n}}')
     return "\n".join(lines) + "\n"

@@ -183,7 +183,8 @@ class ModelManager:
         if spec.kind == "GPU" and "CUDAExecutionProvider" not in self.providers:
             log.warning("model %s asks for KIND_GPU; serving on %s", spec.name, self.providers)
         await asyncio.to_thread(verify_integrity, spec)
-        runtime = await asyncio.to_thread(OnnxModel, spec, self.providers, self.settings.intra_op_threads)
+        threads = spec.intra_op_threads or self.settings.intra_op_threads  # the model's config.pbtxt wins
+        runtime = await asyncio.to_thread(OnnxModel, spec, self.providers, threads)
         stats = ModelStats(name=spec.name, version=spec.version)
         run = runtime.run if spec.batching else _unbatched(runtime.run)
         batcher = DynamicBatcher(

@@ -64,6 +64,7 @@ class ModelSpec:
     preferred_batch_size: int
     instances: int
     kind: str  # "CPU", "GPU" or "AUTO"
+    intra_op_threads: int = 0  # Triton's onnxruntime parameter intra_op_thread_count; 0: the server's setting
     labels: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     config: mc.ModelConfig = field(default_factory=mc.ModelConfig, compare=False, repr=False)
@@ -143,6 +144,7 @@ def read_model(repository: Path, name: str) -> list[ModelSpec]:
     kinds = {mc.ModelInstanceGroup.Kind.Name(g.kind).removeprefix("KIND_") for g in config.instance_group}
     kind = "GPU" if "GPU" in kinds else ("CPU" if kinds == {"CPU"} else "AUTO")
     filename = config.default_model_filename or "model.onnx"
+    intra_op_threads = _int_parameter(config, "intra_op_thread_count", config_path)
 
     specs = []
     for version in versions:
@@ -163,6 +165,7 @@ def read_model(repository: Path, name: str) -> list[ModelSpec]:
                 preferred_batch_size=preferred,
                 instances=instances,
                 kind=kind,
+                intra_op_threads=intra_op_threads,
                 labels=labels,
                 metadata=_metadata(vdir),
                 config=config,
@@ -196,6 +199,16 @@ def _labels(folder: Path, outputs: tuple[TensorSpec, ...]) -> tuple[str, ...]:
                 )
             return labels
     return ()
+
+
+def _int_parameter(config: mc.ModelConfig, key: str, source: Path) -> int:
+    """A non-negative integer from ``parameters { key: KEY value: { string_value: "N" } }``; 0 when absent."""
+    if key not in config.parameters:
+        return 0
+    text = config.parameters[key].string_value.strip()
+    if not text.isdigit():
+        raise ModelConfigError(f"{source}: parameter {key!r} must be a non-negative integer, got {text!r}")
+    return int(text)
 
 
 def _select_versions(folder: Path, config: mc.ModelConfig) -> list[str]:

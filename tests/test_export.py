@@ -44,6 +44,10 @@ instance_group [
     kind: KIND_CPU
   }
 ]
+parameters {
+  key: "intra_op_thread_count"
+  value: { string_value: "1" }
+}
 """
 
 
@@ -73,6 +77,8 @@ def test_triton_config_for_every_variant_parses_as_a_model_config(name):
         [v.preferred_batch_size] if v.preferred_batch_size else []
     )
     assert cfg.instance_group[0].count == 1
+    threads = cfg.parameters["intra_op_thread_count"].string_value if "intra_op_thread_count" in cfg.parameters else ""
+    assert threads == (str(v.intra_op_threads) if v.intra_op_threads else "")
     assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
 
 

@@ -81,3 +81,46 @@ def test_cuda_is_refused_unless_fallback_is_allowed():
         choose_providers("cuda", allow_cpu_fallback=False)
     assert choose_providers("cuda", allow_cpu_fallback=True) == [CPU]
     assert choose_providers("cpu", allow_cpu_fallback=False) == [CPU]
+
+
+def test_intra_op_thread_count_parameter_sets_the_session_threads(tmp_path):
+    """Triton's onnxruntime parameter: read from config.pbtxt, and the session is built with it."""
+    from cnnserve.server.runtime import OnnxModel
+
+    folder = write_model(tmp_path, "m")
+    (spec,) = read_model(tmp_path, "m")
+    assert spec.intra_op_threads == 0  # not set: the server's --intra-op-threads applies
+    config = (folder / "config.pbtxt").read_text()
+    (folder / "config.pbtxt").write_text(
+        config + 'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
+    )
+    (spec,) = read_model(tmp_path, "m")
+    assert spec.intra_op_threads == 1
+    model = OnnxModel(spec, [CPU], spec.intra_op_threads)
+    assert model.session.get_session_options().intra_op_num_threads == 1
+    (folder / "config.pbtxt").write_text(
+        config + 'parameters { key: "intra_op_thread_count" value: { string_value: "two" } }\n'
+    )
+    with pytest.raises(ModelConfigError, match="'intra_op_thread_count' must be a non-negative integer"):
+        read_model(tmp_path, "m")
+
+
+def test_the_models_thread_count_wins_over_the_servers(tmp_path):
+    """A served model's session uses its config's intra_op_thread_count; others use --intra-op-threads."""
+    from conftest import ServerThread
+
+    folder = write_model(tmp_path, "one")
+    write_model(tmp_path, "other")
+    config = (folder / "config.pbtxt").read_text()
+    (folder / "config.pbtxt").write_text(
+        config + 'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
+    )
+    thread = ServerThread(tmp_path, intra_op_threads=2).start()
+    try:
+        threads = {
+            name: thread.server.models.get(name, "").runtime.session.get_session_options().intra_op_num_threads
+            for name in ("one", "other")
+        }
+    finally:
+        thread.stop()
+    assert threads == {"one": 1, "other": 2}

@@ -140,6 +140,9 @@ class Variant:
     preferred_batch_size: int = 0
     """Serving: Triton ``dynamic_batching.preferred_batch_size`` (0: none); the batcher dispatches a batch
     as soon as it holds this many samples."""
+    intra_op_threads: int = 0
+    """Serving: onnxruntime threads per session (Triton's ``parameters { intra_op_thread_count }``); 0: the
+    server's setting. Small models run faster on one thread beside a busy event loop (docs/benchmarks.md)."""
     preprocessing: Preprocessing = MNIST_PREPROCESSING
     augmentation: Augmentation = field(default_factory=Augmentation)
     optimizer_note: str = ""
@@ -311,6 +314,7 @@ VARIANTS: dict[str, Variant] = {
             # On a CPU, onnxruntime runs mnist_cnn at about 2,700 images/s in batches of 8 and 1,300 in
             # batches of 64 (docs/benchmarks.md, raw onnxruntime): under load, dispatch batches of 8.
             preferred_batch_size=8,
+            intra_op_threads=1,  # c=64, 2 cores: 1,218 req/s on one thread, 786 on onnxruntime's default (2)
             epochs=18,  # bundled 8k: 98.7 % held-out seed 0, 98.9 % seed 1 (15 epochs: 98.5 %); EMA: no gain
             batch_size=64,
             augmentation=_DIGIT_AUGMENTATION,
