@@ -97,6 +97,34 @@ def test_sigterm_under_load_loses_no_accepted_request(tmp_path):
     assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
 
 
+def test_draining_refuses_new_calls_on_every_service_but_health(tmp_path):
+    """Once the server drains, unary and streaming calls get UNAVAILABLE with the reason; health still answers."""
+    from conftest import ServerThread
+
+    write_model(tmp_path, "m")
+    thread = ServerThread(tmp_path).start()
+    try:
+        with CnnserveClient(thread.address, timeout=10) as client:
+            client.inference.ModelInfer(_request("m"))  # served before draining
+            thread.server._drain.draining = True
+            calls = {
+                "infer": lambda: client.inference.ModelInfer(_request("m")),
+                "stream": lambda: list(client.inference.ModelStreamInfer(iter([_request("m")]))),
+                "classify": lambda: client.images.Classify(images_pb2.ClassifyRequest(model_name="m")),
+            }
+            for name, call in calls.items():
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE, name
+                assert "shutting down" in err.value.details(), name
+            channel = grpc.insecure_channel(thread.address)
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            channel.close()
+            assert health.status == health_pb2.HealthCheckResponse.SERVING  # health is never gated
+    finally:
+        thread.stop()
+
+
 @pytest.mark.timeout(300)
 def test_sustained_overload_is_refused_at_once_and_memory_stays_bounded(tmp_path):
     write_model(tmp_path, "m", max_batch_size=8, delay_us=20_000, queue_size=16)
