@@ -27,10 +27,14 @@ class ServerMetrics:
             ["method", "code"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str], Counter] = {}
         self._http = None
 
     def request(self, method: str, code: str) -> None:
-        self._requests.labels(method, code).inc()
+        child = self._children.get((method, code))
+        if child is None:  # labels() takes a lock and validates every time: look each pair up once
+            child = self._children[(method, code)] = self._requests.labels(method, code)
+        child.inc()
 
     def watch_models(self, versions: Callable[[], Iterable]) -> None:
         """Export the statistics of the served versions (callable returns ServedVersion objects)."""
