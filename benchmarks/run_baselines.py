@@ -203,9 +203,71 @@ def main() -> int:
     )
     summary["levels"] = {k: _brief(r["levels"][0]) for k, r in results.items()}
     summary["machine"]["load_average_end"] = os.getloadavg()
+    summary["targets"] = targets(summary, args.heavy)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / "summary.md").write_text(targets_markdown(summary["targets"]))
     log(json.dumps(summary["levels"], indent=1))
+    log(targets_markdown(summary["targets"]))
     return 0
+
+
+def targets(summary: dict, heavy: str) -> list[dict]:
+    """Issue 5's targets as ratios of this run's figures (a target whose parts did not run is left out)."""
+    levels, raw = summary["levels"], summary.get("raw", {})
+    rate = {k: v["requests_per_s"] for k, v in levels.items()}
+    out = []
+
+    def add(target, value, threshold, detail, extra_ok=True):
+        out.append(
+            {"target": target, "value": round(value, 3), "threshold": threshold, "met": value >= threshold and extra_ok}
+            | {"detail": detail}
+        )
+
+    if {"cnnserve-batching-mnist_cnn", "cnnserve-nobatching-mnist_cnn"} <= rate.keys():
+        b, n = rate["cnnserve-batching-mnist_cnn"], rate["cnnserve-nobatching-mnist_cnn"]
+        add("mnist_cnn c=64: batching / no batching", b / n, 3.0, f"{b:.0f} / {n:.0f} req/s")
+    key = f"cnnserve-batching-{heavy}"
+    if heavy and key in levels and heavy in raw:
+        batch = levels[key]["mean_batch"] or 1
+        # The best raw batch size is the ceiling (conservative: the served mean batch lies between the sizes).
+        size = max(raw[heavy], key=lambda s: raw[heavy][s]["images_per_s"])
+        ceiling = raw[heavy][size]["images_per_s"]
+        add(
+            f"{heavy}: served / raw onnxruntime images/s",
+            levels[key]["images_per_s"] / ceiling,
+            0.9,
+            f"{levels[key]['images_per_s']:.2f} (mean batch {batch:.1f}) / {ceiling:.2f} at raw b={size}",
+        )
+    if "null-asyncio" in rate:
+        for model in SMALL:
+            if f"cnnserve-batching-{model}" in rate:
+                r = rate[f"cnnserve-batching-{model}"]
+                add(
+                    f"{model}: request rate / null handler",
+                    r / rate["null-asyncio"],
+                    0.75,
+                    f"{r:.0f} / {rate['null-asyncio']:.0f} req/s",
+                )
+    for model in (*SMALL, heavy):
+        ours, peer = levels.get(f"cnnserve-batching-{model}"), levels.get(f"mlserver-{model}")
+        if model and ours and peer:
+            lower_p99 = (ours["p99_ms"] or 0) < (peer["p99_ms"] or float("inf"))
+            add(
+                f"{model}: cnnserve / MLServer throughput, and a lower p99",
+                ours["images_per_s"] / peer["images_per_s"],
+                2.0,
+                f"{ours['images_per_s']:.1f} / {peer['images_per_s']:.1f}; p99 {ours['p99_ms']:.0f} vs {peer['p99_ms']:.0f} ms",
+                lower_p99,
+            )
+    return out
+
+
+def targets_markdown(rows: list[dict]) -> str:
+    lines = ["| target | this run | needed | verdict |", "|---|---|---|---|"]
+    for r in rows:
+        verdict = "met" if r["met"] else "**not met**"
+        lines.append(f"| {r['target']} | {r['value']:.2f} ({r['detail']}) | >= {r['threshold']} | {verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def _brief(level: dict) -> dict:

@@ -151,3 +151,40 @@ def test_plot_and_csv_of_several_runs(tmp_path):
     report.write_csv(results, tmp_path / "all.csv")
     assert len((tmp_path / "all.csv").read_text().splitlines()) == 3
     assert report.write_plot(results, tmp_path / "all.png").is_file()
+
+
+def test_baseline_runner_states_each_target_from_its_own_figures():
+    """benchmarks/run_baselines.py turns one run's figures into issue 5's verdicts (ratios, not absolutes)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run_baselines.py"
+    spec = importlib.util.spec_from_file_location("run_baselines", path)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+
+    def level(rate, p99, batch=None):
+        return {"requests_per_s": rate, "images_per_s": rate, "p99_ms": p99, "mean_batch": batch}
+
+    summary = {
+        "raw": {"vgg": {"1": {"images_per_s": 5.0}, "8": {"images_per_s": 6.0}}},
+        "levels": {
+            "null-asyncio": level(2000, 50),
+            "cnnserve-batching-lenet5": level(1600, 80, 5),
+            "cnnserve-batching-mnist_cnn": level(900, 90, 8),
+            "cnnserve-nobatching-mnist_cnn": level(300, 150, 1),
+            "cnnserve-batching-vgg": level(5.7, 2000, 4),
+            "mlserver-mnist_cnn": level(400, 80),
+        },
+    }
+    rows = {r["target"]: r for r in runner.targets(summary, "vgg")}
+    assert rows["mnist_cnn c=64: batching / no batching"]["value"] == 3.0
+    assert rows["mnist_cnn c=64: batching / no batching"]["met"]
+    assert rows["vgg: served / raw onnxruntime images/s"]["value"] == 0.95  # against the best raw size
+    assert (
+        rows["lenet5: request rate / null handler"]["met"] and not rows["mnist_cnn: request rate / null handler"]["met"]
+    )
+    mls = rows["mnist_cnn: cnnserve / MLServer throughput, and a lower p99"]
+    assert mls["value"] == 2.25 and not mls["met"]  # twice the throughput, but a higher p99
+    assert "lenet5: cnnserve / MLServer throughput, and a lower p99" not in rows  # not measured: not stated
+    assert "| **not met** |" in runner.targets_markdown(list(rows.values()))

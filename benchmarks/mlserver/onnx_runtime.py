@@ -15,6 +15,12 @@ class OnnxRuntimeModel(MLModel):
     async def load(self) -> bool:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # As cnnserve builds its sessions: the config's thread count, pool threads that sleep between runs.
+        extra = self.settings.parameters.extra or {}
+        if extra.get("intra_op_threads"):
+            options.intra_op_num_threads = int(extra["intra_op_threads"])
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(self.settings.parameters.uri, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]

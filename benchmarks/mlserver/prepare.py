@@ -1,7 +1,7 @@
 """Write an MLServer model folder for each model of a Triton-layout repository (same ONNX, same batching).
 
 max_batch_size and the batch delay come from each config.pbtxt, so MLServer's adaptive batching runs with
-exactly the limits our dynamic batcher uses. Standard library only (runs under either virtualenv).
+exactly the limits our dynamic batcher uses; intra_op_thread_count too, for the session. Standard library only (runs under either virtualenv).
 
     python benchmarks/mlserver/prepare.py --repository /tmp/bench/models --out /tmp/bench/mlserver \
         --grpc-port 18001 --http-port 18080 --parallel-workers 0 mnist_cnn lenet5
@@ -24,7 +24,9 @@ def _config(path: Path) -> dict:
     delay = re.search(r"max_queue_delay_microseconds:\s*(\d+)", text)
     dims = [int(d) for d in re.search(r"input\s*\[.*?dims:\s*\[([^\]]*)\]", text, re.S).group(1).split(",")]
     out_dims = [int(d) for d in re.search(r"output\s*\[.*?dims:\s*\[([^\]]*)\]", text, re.S).group(1).split(",")]
+    threads = re.search(r'key:\s*"intra_op_thread_count"\s*value:\s*\{\s*string_value:\s*"(\d+)"', text)
     return {
+        "intra_op_threads": int(threads.group(1)) if threads else 0,
         "max_batch_size": max_batch,
         "delay_s": int(delay.group(1)) / 1e6 if delay else 0.0,
         "in": dims,
@@ -63,7 +65,11 @@ def main() -> None:
             "implementation": "onnx_runtime.OnnxRuntimeModel",
             "max_batch_size": cfg["max_batch_size"],
             "max_batch_time": cfg["delay_s"],
-            "parameters": {"uri": str((args.repository / name / "1" / "model.onnx").resolve())},
+            "parameters": {
+                "uri": str((args.repository / name / "1" / "model.onnx").resolve()),
+                # The session tuned as cnnserve tunes it (threads, no spinning): the peer gets the same engine.
+                "extra": {"intra_op_threads": cfg["intra_op_threads"]},
+            },
             "inputs": [{"name": "images", "datatype": "UINT8", "shape": [-1, *cfg["in"]]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, *cfg["out"]]}],
         }
