@@ -210,6 +210,56 @@ def test_mnist_cnn_layer_sequence_matches_the_reference():
 
 
 @pytest.mark.slow
+def test_digits_bn_noise_and_dropout_are_training_only():
+    """The input noise and conv1's dropout regularise training; the served graph is the tutorial's network."""
+    import keras
+
+    model = VARIANTS["digits_bn"].make_model()
+    names = [layer.name for layer in model.layers]
+    assert names == [INPUT_NAME, "rescale", "noise", "conv1", "drop_conv1", "conv2", "bn2", "relu2", "pool2",
+                     "flatten", "fc1", OUTPUT_NAME]  # fmt: skip
+    noise, drop = model.get_layer("noise"), model.get_layer("drop_conv1")
+    assert isinstance(noise, keras.layers.GaussianNoise) and noise.stddev == 0.1 and noise.count_params() == 0
+    assert isinstance(drop, keras.layers.Dropout) and drop.rate == 0.2 and drop.count_params() == 0
+    x = np.random.default_rng(0).random((4, 8, 8, 10)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(noise(x, training=False)), x)
+    np.testing.assert_array_equal(np.asarray(drop(x, training=False)), x)
+    assert not np.allclose(np.asarray(noise(x, training=True)), x)
+
+
+def test_only_digits_bn_trains_with_label_smoothing():
+    """digits_bn: one-hot labels and categorical cross-entropy with smoothing 0.1; the others: their loss."""
+    import keras
+
+    from cnnserve.training.train import training_loss
+
+    assert {n for n, v in VARIANTS.items() if v.label_smoothing} == {"digits_bn"}
+    loss, one_hot = training_loss(VARIANTS["digits_bn"])
+    assert one_hot and isinstance(loss, keras.losses.CategoricalCrossentropy)
+    assert loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+    for name, v in VARIANTS.items():
+        if name != "digits_bn":
+            assert training_loss(v) == ("sparse_categorical_crossentropy", False)
+
+
+@pytest.mark.slow
+def test_digits_bn_smoke_train_compiles_the_label_smoothed_loss(tmp_path):
+    import keras
+
+    from cnnserve.training.train import train_variant
+
+    out = train_variant("digits_bn", smoke=True, epochs=1, output_dir=tmp_path, verbose=0)
+    meta = json.loads((out / "train_metadata.json").read_text())
+    assert meta["training"]["loss"] == "categorical_crossentropy" and meta["training"]["label_smoothing"] == 0.1
+    assert meta["training"]["params"] == VARIANTS["digits_bn"].params  # noise and dropout add no parameters
+    assert np.isfinite(meta["metrics"]["train_final_epoch"]["loss"])
+    # What was compiled (and saved with the model): categorical cross-entropy with smoothing 0.1.
+    loss = keras.models.load_model(out / "model.keras").loss
+    assert isinstance(loss, keras.losses.CategoricalCrossentropy)
+    assert loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+
+
+@pytest.mark.slow
 def test_train_writes_artifacts_and_an_inference_mode_savedmodel(tmp_path):
     import tensorflow as tf
 

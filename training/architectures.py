@@ -102,13 +102,19 @@ def build_lenet5(input_shape=(28, 28, 1), num_classes=10, weights=None, *, scale
 
 def build_digits_bn(input_shape=(8, 8, 1), num_classes=10, weights=None):
     """002_*.txt's code as it is really wired: conv2 reads conv1's output (the tutorial's first max pool
-    is computed but never used, so it is left out), then batch norm, relu, a 3x3/2 'same' max pool."""
+    is computed but never used, so it is left out), then batch norm, relu, a 3x3/2 'same' max pool.
+
+    Two training-only regularisers (identity at inference, no parameters: the served graph computes the
+    tutorial's network): Gaussian noise (sd 0.1) on the rescaled [0, 1] pixels and dropout 0.2 on conv1's
+    maps. docs/models.md (digits_bn) says how they were chosen and what they change."""
     import keras
     from keras import layers
 
     _no_weights("digits_bn", weights)
     images, x = served_input(input_shape, 1.0 / 255.0, 0.0)
+    x = layers.GaussianNoise(0.1, name="noise")(x)  # after the rescale: layers[1] stays the Rescaling
     x = layers.Conv2D(10, 3, padding="same", activation="relu", name="conv1")(x)  # 8x8x10
+    x = layers.Dropout(0.2, name="drop_conv1")(x)
     x = layers.Conv2D(5, 3, strides=2, padding="same", name="conv2")(x)  # 4x4x5
     x = layers.BatchNormalization(epsilon=1e-3, name="bn2")(x)
     x = layers.ReLU(name="relu2")(x)

@@ -37,7 +37,8 @@ def augmentation_layers(aug: Augmentation, seed: int):
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, aug: Augmentation, seed: int):
-    """Shuffled (reshuffled each epoch), batched, augmented uint8 NHWC batches with int labels."""
+    """Shuffled (reshuffled each epoch), batched, augmented uint8 NHWC batches with the given labels
+    (class indices, or one-hot rows for a label-smoothed loss)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))

@@ -159,6 +159,18 @@ def recalibrate_batchnorm(model, x: np.ndarray) -> int:
     return len(bns)
 
 
+def training_loss(variant: Variant):
+    """The loss to compile and whether it takes one-hot labels: the variant's ``loss`` name, or
+    ``CategoricalCrossentropy(label_smoothing=...)`` where the variant asks for label smoothing."""
+    if not variant.label_smoothing:
+        return variant.loss, False
+    if variant.loss != "sparse_categorical_crossentropy":
+        raise ValueError(f"{variant.name}: label smoothing replaces the sparse cross-entropy. Received: {variant.loss}")
+    import keras
+
+    return keras.losses.CategoricalCrossentropy(label_smoothing=variant.label_smoothing), True
+
+
 def resolve_weights(variant: Variant, weights: str | None, smoke: bool) -> str | None:
     """``--weights``: ``imagenet``, ``none`` or a local PATH; default: the variant's (none in smoke mode)."""
     if weights is None:
@@ -234,20 +246,23 @@ def train_variant(
     from cnnserve.training.augment import train_dataset
 
     steps_per_epoch = -(-len(y_train) // batch_size)
+    loss, one_hot = training_loss(variant)
     with strategy.scope():
         model = variant.make_model(input_shape, len(labels), weights=weights)
-        model.compile(
-            optimizer=variant.optimizer(max(1, epochs) * steps_per_epoch), loss=variant.loss, metrics=["accuracy"]
-        )
+        model.compile(optimizer=variant.optimizer(max(1, epochs) * steps_per_epoch), loss=loss, metrics=["accuracy"])
+
+    def fit_labels(y: np.ndarray) -> np.ndarray:
+        return np.eye(len(labels), dtype=np.float32)[y] if one_hot else y
+
     paths = ArtifactPaths.of(output_dir, name)
     paths.root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.root.parent))
     try:
         staged = ArtifactPaths(staging)
-        ds = train_dataset(x_train, y_train, batch_size, variant.augmentation, seed)
+        ds = train_dataset(x_train, fit_labels(y_train), batch_size, variant.augmentation, seed)
         validation = None
         if data.validation is not None and len(data.validation):
-            validation = (data.x[data.validation], data.y[data.validation])
+            validation = (data.x[data.validation], fit_labels(data.y[data.validation]))
         started = time.monotonic()
         history_dict: dict = {}
         if epochs > 0:
@@ -305,7 +320,8 @@ def train_variant(
                 "train_count": int(len(y_train)),
                 "optimizer": type(model.optimizer).__name__,
                 "optimizer_note": variant.optimizer_note,
-                "loss": variant.loss,
+                "loss": "categorical_crossentropy" if one_hot else variant.loss,
+                "label_smoothing": variant.label_smoothing,
                 "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                 "params": int(model.count_params()),
                 "weights": weights or "none",
