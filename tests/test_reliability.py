@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnserve._proto.cnnserve.v1 import images_pb2
+from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve.client import CnnserveClient
 from support import ServerProcess, write_model
@@ -111,6 +111,10 @@ def test_draining_refuses_new_calls_on_every_service_but_health(tmp_path):
                 "infer": lambda: client.inference.ModelInfer(_request("m")),
                 "stream": lambda: list(client.inference.ModelStreamInfer(iter([_request("m")]))),
                 "classify": lambda: client.images.Classify(images_pb2.ClassifyRequest(model_name="m")),
+                # The explainer proxy (no sidecar runs here: ungated, this would say the explainer is unreachable).
+                "explainer": lambda: explainer_pb2_grpc.ExplainerStub(client.channel).ListLayers(
+                    explainer_pb2.ListLayersRequest(model_name="m"), timeout=10
+                ),
             }
             for name, call in calls.items():
                 with pytest.raises(grpc.RpcError) as err:
