@@ -99,12 +99,9 @@ def _run_job(run_batch: RunBatch, name: str, inputs: list[Tensors], counts: list
 
 
 def warmup_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two below ``max_batch_size``, then ``max_batch_size`` itself: 1, 2, 4, ..., max."""
-    sizes, size = [], 1
-    while size < max_batch_size:
-        sizes.append(size)
-        size *= 2
-    return [*sizes, max_batch_size]
+    """Every batch size the batcher can form, 1..max_batch_size: a batch counts whole requests, so any size
+    can occur, and on a GPU each new shape pays its kernel selection on its first run."""
+    return list(range(1, max_batch_size + 1))
 
 
 class DynamicBatcher:

@@ -447,8 +447,8 @@ def test_warmup_runs_each_size_outside_the_statistics():
     async def main():
         model = FakeModel(gated=False)
         async with serving(model, max_batch_size=5) as batcher:
-            assert await batcher.warmup(req(1)) == [1, 2, 4, 5]
-            assert [len(rows) for rows in model.batches] == [1, 2, 4, 5]
+            assert await batcher.warmup(req(1)) == [1, 2, 3, 4, 5]
+            assert [len(rows) for rows in model.batches] == [1, 2, 3, 4, 5]
             assert await batcher.warmup(req(1), sizes=[3]) == [3]
             assert batcher.stats.execution_count == 0
             with pytest.raises(BatchFailed, match="first dimension"):
@@ -459,8 +459,8 @@ def test_warmup_runs_each_size_outside_the_statistics():
 
 def test_warmup_sizes():
     assert warmup_sizes(1) == [1]
-    assert warmup_sizes(8) == [1, 2, 4, 8]
-    assert warmup_sizes(12) == [1, 2, 4, 8, 12]
+    assert warmup_sizes(8) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert warmup_sizes(64) == list(range(1, 65))
 
 
 def test_preferred_batch_size_dispatches_smaller_batches_at_once():
