@@ -35,7 +35,6 @@ output [
   }
 ]
 dynamic_batching {
-  preferred_batch_size: [ 8 ]
   max_queue_delay_microseconds: 2000
 }
 instance_group [
@@ -258,3 +257,18 @@ def test_export_refuses_a_different_data_file(trained, tmp_path):
     with pytest.raises(ExportError, match="not the file"):
         export_variant("mnist_cnn", artifacts=trained, repository=tmp_path / "models", data_path=other)
     assert not (tmp_path / "models").exists()
+
+
+def test_config_writes_preferred_batch_size_and_threads_as_triton_reads_them():
+    cfg = ModelConfig(
+        name="m",
+        inputs=(TensorConfig("images", "uint8", (28, 28, 1)),),
+        outputs=(TensorConfig("probabilities", "float32", (10,)),),
+        max_batch_size=64,
+        max_queue_delay_microseconds=2000,
+        preferred_batch_size=16,
+        intra_op_threads=2,
+    )
+    parsed = parse_config(render_config(cfg))
+    assert list(parsed.dynamic_batching.preferred_batch_size) == [16]
+    assert parsed.parameters["intra_op_thread_count"].string_value == "2"
