@@ -33,6 +33,14 @@ def _add_serve(sub) -> None:
     p.add_argument(
         "--auth-token-file", type=Path, help="accepted bearer tokens, one per line (CNNSERVE_AUTH_TOKENS also)"
     )
+    p.add_argument(
+        "--max-concurrent-calls",
+        type=int,
+        help="admission limit: work calls at once, more are refused RESOURCE_EXHAUSTED (0: what the queues hold)",
+    )
+    p.add_argument(
+        "--max-pending-calls", type=int, help="calls gRPC core may hold before the server picks them up (65536)"
+    )
     p.add_argument("--repository-poll-seconds", type=float, help="reload new/changed models every N s (0: off)")
     p.add_argument("--grace-seconds", type=float, help="SIGTERM grace period (default 10)")
     p.add_argument("--explainer-address", help="explainer sidecar HOST:PORT (default 127.0.0.1:8011)")

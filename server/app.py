@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
 from cnnserve._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from cnnserve.server.classify import ClassifyHandler
-from cnnserve.server.grpc_common import DrainGate
+from cnnserve.server.grpc_common import AdmissionGate, transport_options
 from cnnserve.server.grpc_explainer import ExplainerProxy
 from cnnserve.server.grpc_images import ImageServicer
 from cnnserve.server.grpc_kserve import KServeServicer
@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 
 # How long shutdown answers new calls UNAVAILABLE before the transport stops accepting them.
 DRAIN_NOTICE_SECONDS = 0.5
+# The calls that do work, and so count against the admission limit; metadata, health and statistics do not.
+# The automatic admission limit never goes below this, so explanations and Classify have room beside small queues.
+MIN_ADMISSION_LIMIT = 1024
+ADMITTED_METHODS = frozenset(
+    {"ModelInfer", "ModelStreamInfer", "Classify", "Heatmap", "Activations", "FilterPatterns", "ListLayers"}
+)
 
 SERVICE_NAMES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
@@ -65,25 +71,32 @@ class CnnServer:
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         self._poller: asyncio.Task | None = None
-        self._drain = DrainGate()
+        self._gate = AdmissionGate(
+            self.metrics,
+            settings.max_concurrent_calls or 0,
+            ADMITTED_METHODS,
+            "CNNSERVE_MAX_CONCURRENT_CALLS",
+        )
 
     async def start(self) -> int:
         """Bind, load and warm up every model, then report SERVING. Returns the bound gRPC port."""
         s = self.settings
         providers = choose_providers(s.device, s.allow_cpu_fallback)
         log.info("onnxruntime providers: %s", providers)
-        self.models = ModelManager(s, providers)
+        self.models = ModelManager(s, providers, on_change=self._size_admission)
+        self._size_admission()
         options = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
             # 0 unless --workers: a second server must fail to bind a port in use, not share it silently.
             ("grpc.so_reuseport", 1 if s.reuse_port else 0),
+            *transport_options(s.max_pending_calls),
         ]
         credentials = server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
-        # Only the token check is an interceptor, and only when tokens are configured: draining is a gate on
-        # each servicer (see DrainGate), which costs a call far less than an interceptor.
+        # Only the token check is an interceptor, and only when tokens are configured: draining and admission
+        # are a gate on each servicer (see AdmissionGate), which costs a call far less than an interceptor.
         server = grpc.aio.server(options=options, interceptors=interceptors(s.auth_token_file, s.auth_tokens))
-        gate = self._drain.gate
+        gate = self._gate.gate
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             gate(KServeServicer(self.models, InferenceHandler(self.models), self.metrics, self.state)), server
         )
@@ -140,6 +153,12 @@ class CnnServer:
         )
         return self.grpc_port
 
+    def _size_admission(self) -> None:
+        """The admission limit: the setting, or (0, the default) what the served models' queues can hold."""
+        configured = self.settings.max_concurrent_calls
+        capacity = self.models.capacity() if self.models is not None else 0
+        self._gate.limit = configured or max(MIN_ADMISSION_LIMIT, capacity)
+
     def _served_versions(self):
         if self.models is None:
             return []
@@ -159,7 +178,7 @@ class CnnServer:
             self._poller.cancel()
         # New calls get a clear UNAVAILABLE from here on, while the transport still accepts them; a moment
         # later the gRPC server stops accepting, and only then could a late call be cancelled by the transport.
-        self._drain.draining = True
+        self._gate.draining = True
         await self.health.shut_down()
         await asyncio.sleep(min(DRAIN_NOTICE_SECONDS, grace))
         if self._server is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +70,11 @@ def _unbatched(run):
 class ModelManager:
     """Loads the repository's models and answers "which version serves this request"."""
 
-    def __init__(self, settings: ServerSettings, providers: list[str]) -> None:
+    def __init__(
+        self, settings: ServerSettings, providers: list[str], on_change: Callable[[], None] | None = None
+    ) -> None:
         self.settings = settings
+        self._on_change = on_change or (lambda: None)
         self.repository = Path(settings.model_repository)
         self.providers = providers
         self.models: dict[str, ModelEntry] = {}
@@ -109,6 +113,7 @@ class ModelManager:
             old = entry.versions
             entry.versions, entry.state, entry.reason = started, "READY", ""
             log.info("model %s ready, versions %s", name, list(started))
+            self._on_change()
         await self._retire(old.values())
         return entry
 
@@ -153,6 +158,7 @@ class ModelManager:
             entry.state, entry.reason = "UNLOADING", ""
             await self._retire(old.values())
             entry.state, entry.reason = "UNAVAILABLE", "unloaded"
+            self._on_change()
 
     async def close(self) -> None:
         """Drain every batcher (used at shutdown, after the gRPC server stopped accepting)."""
@@ -175,6 +181,14 @@ class ModelManager:
         if served is None:
             raise NotFound(f"model {name!r} has no version {version!r}; served versions: {', '.join(entry.versions)}")
         return served
+
+    def capacity(self) -> int:
+        """How many requests the served versions can hold at once: each queue's bound plus its running batches."""
+        return sum(
+            v.batcher.max_queue_size + v.batcher.max_batch_size * v.batcher.instances
+            for e in self.models.values()
+            for v in e.versions.values()
+        )
 
     def ready(self) -> bool:
         return bool(self.models) and all(e.state == "READY" for e in self.models.values() if e.reason != "unloaded")

@@ -31,6 +31,18 @@ class ServerSettings(BaseSettings):
     repository_poll_seconds: float = Field(
         0.0, ge=0, description="Poll the repository for new, changed or removed models every N s; 0 = off."
     )
+    max_concurrent_calls: int = Field(
+        0,
+        ge=0,
+        description="Admission limit: inference, Classify and explainer calls served at once; one more is "
+        "refused with RESOURCE_EXHAUSTED. 0 = what the served models' queues can hold (at least 1024).",
+    )
+    max_pending_calls: int = Field(
+        65536,
+        gt=0,
+        description="Calls gRPC core may hold before the server picks them up (gRPC's own default is 1,000 to "
+        "3,000, past which it cancels calls silently); the admission limit then answers each one.",
+    )
     grace_seconds: float = Field(10.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
     explainer_address: str = Field("127.0.0.1:8011", description="The explainer sidecar's gRPC address.")
     tls_cert: Path | None = Field(None, description="PEM certificate chain; with tls_key, serve TLS only.")
