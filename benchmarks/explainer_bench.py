@@ -54,9 +54,9 @@ def main() -> int:
     import keras
     import tensorflow as tf
 
-    from cnnserve.server.explainer import cams, patterns
-    from cnnserve.server.explainer.graph import ExplainableModel
-    from cnnserve.server.explainer.render import overlay_png
+    from cnnserve.explainer import cams, patterns
+    from cnnserve.explainer.graph import ExplainableModel
+    from cnnserve.explainer.render import overlay_png
 
     try:
         from tf_keras_vis.activation_maximization import ActivationMaximization

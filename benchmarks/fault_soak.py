@@ -30,7 +30,7 @@ from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, image
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.process import wait_ready
-from cnnserve.server.images import encode_png
+from cnnserve.service.imaging import encode_png
 
 
 def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnserve.server.repository import read_model
+from cnnserve.repository import read_model
 from cnnserve.server.runtime import CPU, OnnxModel
 
 

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from cnnserve.bench import report
-from cnnserve.bench.runner import BenchConfig, run
+from cnnserve.client.bench import report
+from cnnserve.client.bench.runner import BenchConfig, run
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

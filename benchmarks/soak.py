@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from cnnserve.bench import report
-from cnnserve.bench.runner import BenchConfig, run
+from cnnserve.client.bench import report
+from cnnserve.client.bench.runner import BenchConfig, run
 from cnnserve.process import wait_ready
 
 

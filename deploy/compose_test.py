@@ -190,7 +190,7 @@ def _heldout_digits(n: int) -> tuple[np.ndarray, np.ndarray]:
 def _check_calls(server: str, explainer: str) -> None:
     from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc
     from cnnserve.client import CnnserveClient
-    from cnnserve.server.images import encode_png
+    from cnnserve.service.imaging import encode_png
 
     x, y = _heldout_digits(32)
     pngs = [encode_png(img) for img in x[:8]]

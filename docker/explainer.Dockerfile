@@ -1,7 +1,7 @@
 # cnnserve explainer: the TensorFlow sidecar (`pip install 'cnnserve[explainer]'`) for Grad-CAM,
 # activation maps and filter patterns. It reads the model.keras files of the same model repository.
 #   docker build -f docker/explainer.Dockerfile -t cnnserve-explainer .
-# Settings: `cnnserve explainer` options or CNNSERVE_EXPLAINER_<NAME> (server/explainer/settings.py).
+# Settings: `cnnserve explainer` options or CNNSERVE_EXPLAINER_<NAME> (explainer/settings.py).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -19,7 +19,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM build AS wheel
 COPY README.md ./
 COPY cnnserve cnnserve
+COPY client client
 COPY server server
+COPY explainer explainer
 COPY training training
 COPY export export
 RUN --mount=type=cache,target=/root/.cache/pip pip wheel --no-deps --wheel-dir /wheels .

@@ -27,7 +27,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM build AS wheel
 COPY README.md ./
 COPY cnnserve cnnserve
+COPY client client
 COPY server server
+COPY explainer explainer
 COPY training training
 COPY export export
 RUN --mount=type=cache,target=/root/.cache/pip pip wheel --no-deps --wheel-dir /wheels .

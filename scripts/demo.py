@@ -102,7 +102,7 @@ def main() -> int:
 
 def _classify(address: str, x: np.ndarray, y: np.ndarray, out: Path, show: int) -> None:
     from cnnserve.client import CnnserveClient
-    from cnnserve.server.images import encode_png
+    from cnnserve.service.imaging import encode_png
 
     with CnnserveClient(address) as client:
         _banner(f"Classify RPC: {show} held-out digits sent as PNG images")

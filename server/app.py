@@ -18,18 +18,19 @@ from grpc_reflection.v1alpha import reflection
 
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
 from cnnserve._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from cnnserve.server.classify import ClassifyHandler
-from cnnserve.server.grpc_common import AdmissionGate, transport_options
-from cnnserve.server.grpc_explainer import ExplainerProxy
-from cnnserve.server.grpc_images import ImageServicer
-from cnnserve.server.grpc_kserve import KServeServicer
-from cnnserve.server.health import HealthService
+from cnnserve.server.explainer import ExplainerHandler
+from cnnserve.server.grpc.admission import AdmissionGate, transport_options
+from cnnserve.server.grpc.explainer import ExplainerServicer
+from cnnserve.server.grpc.images import ImageServicer
+from cnnserve.server.grpc.inference import InferenceServicer
+from cnnserve.server.images import ImageHandler
 from cnnserve.server.inference import InferenceHandler
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.runtime import choose_providers
-from cnnserve.server.security import interceptors, server_credentials
 from cnnserve.server.settings import ServerSettings
+from cnnserve.service.access import interceptors, server_credentials
+from cnnserve.service.health import HealthService
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class CnnServer:
         self.metrics = ServerMetrics()
         self.health = HealthService()
         self.models: ModelManager | None = None
-        self.explainer: ExplainerProxy | None = None
+        self.explainer: ExplainerHandler | None = None
         self.grpc_port = 0
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
@@ -98,21 +99,22 @@ class CnnServer:
         server = grpc.aio.server(options=options, interceptors=interceptors(s.auth_token_file, s.auth_tokens))
         gate = self._gate.gate
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            gate(KServeServicer(self.models, InferenceHandler(self.models), self.metrics, self.state)), server
+            gate(InferenceServicer(self.models, InferenceHandler(self.models), self.metrics, self.state)), server
         )
         images_pb2_grpc.add_ImageServiceServicer_to_server(
-            gate(ImageServicer(ClassifyHandler(self.models), self.metrics)), server
+            gate(ImageServicer(ImageHandler(self.models), self.metrics)), server
         )
         # explainer_tls_ca set: TLS to the sidecar, offering this server's own certificate for mutual TLS.
-        self.explainer = ExplainerProxy(
+        self.explainer = ExplainerHandler(
             s.explainer_address,
-            self.metrics,
             max_message_bytes=s.max_message_bytes,
             tls_ca=s.explainer_tls_ca,
             tls_cert=s.tls_cert,
             tls_key=s.tls_key,
         )
-        explainer_pb2_grpc.add_ExplainerServicer_to_server(gate(self.explainer), server)
+        explainer_pb2_grpc.add_ExplainerServicer_to_server(
+            gate(ExplainerServicer(self.explainer, self.metrics)), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (

@@ -20,14 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import (
-    DeadlineExceeded,
-    InvalidArgument,
-    ResourceExhausted,
-    ServingError,
-    Unavailable,
-)
-from .stats import ModelStats
+from cnnserve.server.stats import ModelStats
+from cnnserve.service.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServingError, Unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -1,92 +1,76 @@
-"""Server-side image decoding for the image-level API: PNG/JPEG bytes -> the model's uint8 NHWC input."""
+"""The image-level Classify handler: encoded images -> model input -> top-k labels. No gRPC here."""
 
 from __future__ import annotations
 
-import io
-import warnings
+import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from cnnserve.server.errors import FailedPrecondition, InvalidArgument
+from cnnserve.server.model_manager import ModelManager
+from cnnserve.service.errors import FailedPrecondition, InvalidArgument
+from cnnserve.service.imaging import ImageDecoding, decode_image
 
-ALLOWED_FORMATS = {"PNG", "JPEG"}
-# Refuse by header before decoding: a 100 KB PNG can claim 50,000 x 50,000 pixels (decompression bomb).
-MAX_PIXELS = 50_000_000
-_RESAMPLE = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-    "bicubic": Image.Resampling.BICUBIC,
-    "area": Image.Resampling.BOX,
-}
+DEFAULT_TOP_K = 5
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    """How encoded images become model input, from metadata.json's "preprocessing"."""
-
-    height: int
-    width: int
-    channels: int
-    resize: str = "bilinear"
-
-    @classmethod
-    def from_metadata(cls, model: str, metadata: dict[str, Any]) -> Preprocessing:
-        pre = metadata.get("preprocessing")
-        if not pre:
-            raise FailedPrecondition(
-                f"model {model!r} has no metadata.json preprocessing; use ModelInfer with tensors instead"
-            )
-        try:
-            result = cls(int(pre["height"]), int(pre["width"]), int(pre["channels"]), pre.get("resize", "bilinear"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FailedPrecondition(f"model {model!r}: metadata.json preprocessing is incomplete: {exc}") from exc
-        if result.channels not in (1, 3) or result.resize not in _RESAMPLE:
-            raise FailedPrecondition(f"model {model!r}: unsupported preprocessing {pre}")
-        return result
+class Prediction:
+    index: int
+    label: str
+    score: float
 
 
-def decode_image(data: bytes, pre: Preprocessing, *, index: int = 0) -> np.ndarray:
-    """Decode one PNG/JPEG into a uint8 array [H, W, C] of the model's size and channel count."""
-    where = f"image {index}"
-    if not data:
-        raise InvalidArgument(f"{where}: empty image data")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))  # reads the header only
-            if img.format not in ALLOWED_FORMATS:
-                raise InvalidArgument(f"{where}: format {img.format} is not accepted; send PNG or JPEG")
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                raise InvalidArgument(
-                    f"{where}: {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels; refused before decoding"
-                )
-            img.load()
-    except InvalidArgument:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidArgument(
-            f"{where}: image dimensions exceed the pixel limit; refused before decoding ({exc})"
-        ) from exc
-    except UnidentifiedImageError as exc:
-        raise InvalidArgument(f"{where}: not a decodable PNG or JPEG ({exc.__class__.__name__})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise InvalidArgument(f"{where}: corrupt or truncated image data: {exc}") from exc
-
-    img = img.convert("L" if pre.channels == 1 else "RGB")
-    if img.size != (pre.width, pre.height):
-        img = img.resize((pre.width, pre.height), _RESAMPLE[pre.resize])
-    array = np.asarray(img, dtype=np.uint8)
-    return array[..., None] if pre.channels == 1 else array
+@dataclass(frozen=True)
+class ClassifyResult:
+    model_name: str
+    model_version: str
+    predictions: list[list[Prediction]]  # per image, best first
 
 
-def encode_png(array: np.ndarray) -> bytes:
-    """Encode a uint8 [H, W] or [H, W, 1|3] array as PNG (used by clients, tests and the demo)."""
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+class ImageHandler:
+    """Decodes with the model's metadata.json preprocessing and queues on the model's batcher."""
+
+    def __init__(self, models: ModelManager) -> None:
+        self.models = models
+
+    async def classify(
+        self, model: str, version: str, images: list[bytes], top_k: int = 0, *, deadline: float | None = None
+    ) -> ClassifyResult:
+        served = self.models.get(model, version)
+        spec = served.spec
+        if not images:
+            raise InvalidArgument("no images in the request")
+        limit = max(spec.max_batch_size, 1)
+        if len(images) > limit:
+            raise InvalidArgument(f"{len(images)} images exceed model {model!r}'s max_batch_size {limit}")
+        if top_k < 0:
+            raise InvalidArgument(f"top_k must be >= 0, got {top_k}")
+        if len(spec.inputs) != 1 or len(spec.outputs) != 1 or spec.inputs[0].datatype != "UINT8":
+            raise FailedPrecondition(f"model {model!r} is not a single-input UINT8 image classifier")
+        pre = ImageDecoding.from_metadata(model, spec.metadata)
+        batch = await asyncio.to_thread(_decode_all, images, pre)
+        # Decoding yielded to the loop: a reload may have swapped versions meanwhile. Queue on the version
+        # serving now (its input shape is re-checked), so a reload never fails a request in flight.
+        served = self.models.get(model, version)
+        if served.spec is not spec:
+            spec = served.spec
+            pre = ImageDecoding.from_metadata(model, spec.metadata)
+            if batch.shape[1:] != (pre.height, pre.width, pre.channels):
+                batch = await asyncio.to_thread(_decode_all, images, pre)
+        inputs = {spec.inputs[0].name: batch if spec.batching else batch[:1]}
+        results = await served.batcher.submit(inputs, deadline=deadline)
+        probabilities = results[spec.outputs[0].name]
+        classes = probabilities.shape[-1]
+        k = min(top_k or DEFAULT_TOP_K, classes)
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        labels = spec.labels
+        predictions = [
+            [Prediction(int(i), labels[i] if i < len(labels) else str(i), float(row[i])) for i in idx]
+            for row, idx in zip(probabilities, top, strict=True)
+        ]
+        return ClassifyResult(spec.name, spec.version, predictions)
+
+
+def _decode_all(images: list[bytes], pre: ImageDecoding) -> np.ndarray:
+    return np.stack([decode_image(data, pre, index=i) for i, data in enumerate(images)])

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnnserve.server.errors import InvalidArgument
 from cnnserve.server.model_manager import ModelManager, ServedVersion
 from cnnserve.server.tensors import WireTensor, check_shape, classification, decode_tensor
+from cnnserve.service.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

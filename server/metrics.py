@@ -6,51 +6,20 @@ for one counter increment and nothing else.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-log = logging.getLogger(__name__)
+from cnnserve.service.metrics import RequestMetrics
 
 
-class ServerMetrics:
-    """One registry per server, so several servers can live in one process (tests)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self._requests = Counter(
-            "cnnserve_requests",
-            "gRPC requests by method and status code",
-            ["method", "code"],
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, str], Counter] = {}
-        self._http = None
-
-    def request(self, method: str, code: str) -> None:
-        child = self._children.get((method, code))
-        if child is None:  # labels() takes a lock and validates every time: look each pair up once
-            child = self._children[(method, code)] = self._requests.labels(method, code)
-        child.inc()
+class ServerMetrics(RequestMetrics):
+    """The request counts, and the statistics of the served model versions."""
 
     def watch_models(self, versions: Callable[[], Iterable]) -> None:
         """Export the statistics of the served versions (callable returns ServedVersion objects)."""
         self.registry.register(_ModelCollector(versions))
-
-    def serve(self, host: str, port: int) -> int:
-        """Start the HTTP endpoint; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._http = server
-        return server.server_port
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
 
 
 class _ModelCollector(Collector):

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnserve.server.batcher import DynamicBatcher
-from cnnserve.server.errors import NotFound, Unavailable
-from cnnserve.server.repository import (
+from cnnserve.repository import (
     ModelConfigError,
     ModelSpec,
     fingerprint,
@@ -26,9 +24,11 @@ from cnnserve.server.repository import (
     validate_model_name,
     verify_integrity,
 )
+from cnnserve.server.batcher import DynamicBatcher
 from cnnserve.server.runtime import OnnxModel
 from cnnserve.server.settings import ServerSettings
 from cnnserve.server.stats import ModelStats
+from cnnserve.service.errors import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 

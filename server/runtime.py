@@ -8,11 +8,26 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 
-from cnnserve.server.repository import ModelConfigError, ModelSpec
-from cnnserve.server.tensors import ONNX_TO_DATATYPE
+from cnnserve.protocol import DATATYPE_TO_NUMPY
+from cnnserve.repository import ModelConfigError, ModelSpec
 
 log = logging.getLogger(__name__)
 
+# onnxruntime type name -> KServe datatype name.
+ONNX_TO_DATATYPE = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+}
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -95,8 +110,6 @@ class OnnxModel:
 
     def example_inputs(self, batch_size: int) -> dict[str, np.ndarray]:
         """Zero-filled inputs of one batch size, for warm-up."""
-        from cnnserve.server.tensors import DATATYPE_TO_NUMPY
-
         lead = [batch_size] if self.spec.batching else []
         return {
             t.name: np.zeros(lead + [d if d > 0 else 1 for d in t.dims], dtype=DATATYPE_TO_NUMPY[t.datatype])

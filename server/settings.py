@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# A batch of 64 images of 224x224x3 as FP32 is 38.5 MB; 64 MiB leaves room for the envelope.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+from cnnserve.protocol import MAX_MESSAGE_BYTES
 
 
 class ServerSettings(BaseSettings):
@@ -21,7 +20,7 @@ class ServerSettings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address the gRPC server binds.")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
     metrics_port: int = Field(8002, ge=-1, le=65535, description="Prometheus port; 0 picks one, -1 disables.")
-    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, gt=0, description="Largest gRPC message in/out.")
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, gt=0, description="Largest gRPC message in/out.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="onnxruntime execution provider to use.")
     allow_cpu_fallback: bool = Field(False, description="With device=cuda: start on CPU if CUDA is missing.")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0 = its default.")

@@ -7,73 +7,14 @@ Plain numpy in, plain numpy out: nothing here knows about gRPC. Raw contents are
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from cnnserve._proto.inference import model_config_pb2 as mc
-from cnnserve.server.errors import InvalidArgument
+from cnnserve.protocol import DATATYPE_TO_NUMPY
+from cnnserve.service.errors import InvalidArgument
 
-# KServe datatype name -> numpy dtype (little-endian, as the protocol requires).
-DATATYPE_TO_NUMPY: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-CONFIG_TO_DATATYPE: dict[int, str] = {
-    mc.TYPE_BOOL: "BOOL",
-    mc.TYPE_UINT8: "UINT8",
-    mc.TYPE_UINT16: "UINT16",
-    mc.TYPE_UINT32: "UINT32",
-    mc.TYPE_UINT64: "UINT64",
-    mc.TYPE_INT8: "INT8",
-    mc.TYPE_INT16: "INT16",
-    mc.TYPE_INT32: "INT32",
-    mc.TYPE_INT64: "INT64",
-    mc.TYPE_FP16: "FP16",
-    mc.TYPE_FP32: "FP32",
-    mc.TYPE_FP64: "FP64",
-}
-ONNX_TO_DATATYPE = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-}
-# Which InferTensorContents field carries each datatype.
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 _MAX_ELEMENTS = 1 << 31
 
 
@@ -141,11 +82,6 @@ def decode_tensor(t: WireTensor) -> np.ndarray:
         if values.min() < info.min or values.max() > info.max:
             raise InvalidArgument(f"input {t.name!r}: contents out of range for {t.datatype}")
     return values.astype(dtype, copy=False).reshape(t.shape)
-
-
-def serialize_bytes(values: Sequence[bytes]) -> bytes:
-    """BYTES tensors in raw form: each element as a 4-byte little-endian length and its bytes."""
-    return b"".join(struct.pack("<I", len(v)) + v for v in values)
 
 
 def classification(probabilities: np.ndarray, k: int, labels: Sequence[str]) -> np.ndarray:

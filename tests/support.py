@@ -1,7 +1,11 @@
-"""Test helpers shared by both test processes (plain functions, no cnnserve imports at module level)."""
+"""The test helpers every area shares: model repositories, servers in a thread or a process, load, Keras models.
+
+No cnnserve or TensorFlow import at module level: both test processes (tests/ and tests/compat/) import it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -107,40 +111,102 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class ServerProcess:
-    """`cnnserve serve` as a real subprocess on 127.0.0.1 port 0; reads the ports from its ready line."""
+def write_pki(folder: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1/localhost, a client certificate, and "peer": a server
+    certificate that may also authenticate as a client (a main server calling a mutual-TLS sidecar)."""
+    import datetime
+    import ipaddress
 
-    def __init__(self, repository: Path, *extra: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(key, path):
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("cnnserve test CA"))
+        .issuer_name(name("cnnserve test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def leaf(cn, usage, san=None):
+        usage = usage if isinstance(usage, list) else [usage]
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        (folder / f"{cn}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_key(key, folder / f"{cn}.key")
+
+    leaf("server", ExtendedKeyUsageOID.SERVER_AUTH,
+         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])  # fmt: skip
+    leaf("client", ExtendedKeyUsageOID.CLIENT_AUTH)
+    leaf("peer", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])  # fmt: skip
+    return folder
+
+
+class ChildProcess:
+    """A `cnnserve` command as a real subprocess on 127.0.0.1 port 0; reads its ports from its ready line."""
+
+    command: tuple[str, ...] = ()
+
+    def __init__(self, repository: Path, *extra: str, port: int = 0) -> None:
         self.args = [
-            sys.executable,
-            "-m",
-            "cnnserve.cli",
-            "serve",
-            "--model-repository",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            *extra,
-        ]
+            sys.executable, "-m", "cnnserve.cli", *self.command, "--model-repository", str(repository),
+            "--host", "127.0.0.1", "--grpc-port", str(port), *extra,
+        ]  # fmt: skip
         self.proc: subprocess.Popen | None = None
-        self.grpc_port = self.metrics_port = 0
+        self.grpc_port = 0
+        self.ready: dict = {}
 
-    def start(self, timeout: float = 120) -> ServerProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    def start(self, timeout: float = 120) -> ChildProcess:
         from cnnserve.process import wait_ready
 
-        event = wait_ready(self.proc, timeout)
-        self.grpc_port, self.metrics_port = event["grpc_port"], event["metrics_port"]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        self.ready = wait_ready(self.proc, timeout)
+        self.grpc_port = self.ready["grpc_port"]
         return self
+
+    stderr = subprocess.PIPE
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
 
     def terminate(self, timeout: float = 30) -> int:
         self.proc.terminate()
@@ -149,6 +215,23 @@ class ServerProcess:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
+
+class ServerProcess(ChildProcess):
+    """`cnnserve serve`, its metrics on a port of its own choosing (``metrics_port``)."""
+
+    command = ("serve", "--metrics-port", "0")
+
+    @property
+    def metrics_port(self) -> int:
+        return self.ready["metrics_port"]
+
+
+class ExplainerProcess(ChildProcess):
+    """`cnnserve explainer` (TensorFlow's log lines discarded)."""
+
+    command = ("explainer",)
+    stderr = subprocess.DEVNULL
 
 
 class Load:
@@ -196,3 +279,76 @@ class Load:
     def total(self) -> int:
         with self._lock:
             return sum(self.versions.values()) + sum(self.errors.values())
+
+
+class ServerThread:
+    """A real CnnServer on 127.0.0.1 port 0, run by its own event loop in a thread."""
+
+    def __init__(self, repository: Path, **settings) -> None:
+        from cnnserve.server.app import CnnServer
+        from cnnserve.server.settings import ServerSettings
+
+        self.settings = ServerSettings(
+            model_repository=repository, host="127.0.0.1", grpc_port=0, metrics_port=0, **settings
+        )
+        self.server = CnnServer(self.settings)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # surfaced to the test in start()
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self.loop.run_until_complete(self.server.wait())
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._started.wait(120)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.grpc_port}"
+
+    def call(self, coro, timeout: float = 60):
+        """Run a coroutine on the server's loop (e.g. models.load) and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(60)
+            self._thread.join(30)
+        self.loop.close()
+
+
+def tiny_digit_model(seed: int = 0):
+    """An untrained digit CNN of the served kind: uint8 [28, 28, 1] -> softmax(10)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((28, 28, 1), dtype="uint8", name="images")
+    x = layers.Rescaling(1 / 255, name="rescale")(images)
+    x = layers.Conv2D(8, 3, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    out = layers.Dense(10, activation="softmax", name="probabilities")(x)
+    return keras.Model(images, out, name="tiny_digits")
+
+
+def add_keras_model(folder: Path, model, version: int = 1) -> Path:
+    """Save ``model`` as NAME/VERSION/model.keras beside a repository model written by support.write_model."""
+    path = folder / str(version) / "model.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path

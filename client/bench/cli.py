@@ -1,0 +1,100 @@
+"""`cnnserve bench`: argument parsing, the progress display and the result files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from cnnserve.client.bench.payload import parse_inputs
+
+
+def _numbers(kind):
+    def parse(text: str):
+        values = [kind(v) for v in text.split(",") if v]
+        if not values or any(v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected positive comma-separated numbers, got {text!r}")
+        return values
+
+    return parse
+
+
+def add_bench_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="load-test a KServe v2 gRPC server (cnnserve, MLServer, Triton)",
+        description=(
+            "Closed-loop concurrency sweeps or open-loop request rates against a KServe v2 / Triton gRPC "
+            "server, from several client processes. Each level runs a warm-up, then measurement windows until "
+            "the last --stable-windows agree within --stability (or for a fixed --duration). Writes "
+            "LABEL.json, LABEL.csv and LABEL.png into --output-dir."
+        ),
+    )
+    p.add_argument("--server", default="127.0.0.1:8001", help="HOST:PORT (default 127.0.0.1:8001)")
+    p.add_argument("--model", required=True, help="model name")
+    p.add_argument("--model-version", default="", help="model version (default: the server's choice)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--concurrency", type=_numbers(int), help="closed loop: requests in flight, e.g. 1,8,64")
+    mode.add_argument("--rate", type=_numbers(float), help="open loop: requests/s, e.g. 100,200,400")
+    p.add_argument("--arrival", choices=["constant", "poisson"], default="constant", help="open-loop arrivals")
+    p.add_argument("--images", type=int, default=1, help="images per request (default 1)")
+    p.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
+    p.add_argument("--channels", type=int, default=1, help="gRPC channels per client process (default 1)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per level (default 2)")
+    p.add_argument("--window", type=float, default=3.0, help="measurement window seconds (default 3)")
+    p.add_argument("--stable-windows", type=int, default=3, help="windows that must agree (default 3)")
+    p.add_argument("--stability", type=float, default=10.0, help="agreement in percent (default 10)")
+    p.add_argument("--max-windows", type=int, default=8, help="give up on stability after this many (default 8)")
+    p.add_argument("--duration", type=float, default=0.0, help="fixed measurement seconds (no stability search)")
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds (default 30)")
+    p.add_argument("--inputs", type=parse_inputs, help="NAME:DATATYPE:DIMS (-1 batch) if no ModelMetadata")
+    p.add_argument("--label", default="", help="name of this run in files and plots (default: the model)")
+    p.add_argument("--output-dir", type=Path, default=Path("runs/bench"), help="default runs/bench")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args) -> int:
+    from cnnserve.client.bench import report
+    from cnnserve.client.bench.runner import BenchConfig, run
+
+    cfg = BenchConfig(
+        target=args.server,
+        model=args.model,
+        version=args.model_version,
+        concurrency=args.concurrency or ([] if args.rate else [1]),
+        rates=args.rate or [],
+        arrival=args.arrival,
+        images_per_request=args.images,
+        processes=args.processes,
+        channels=args.channels,
+        warmup_s=args.warmup,
+        window_s=args.window,
+        stable_windows=args.stable_windows,
+        stability=args.stability / 100,
+        max_windows=args.max_windows,
+        duration_s=args.duration,
+        timeout_s=args.timeout,
+        inputs=args.inputs,
+        label=args.label or args.model,
+    )
+    t0 = time.monotonic()
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"[{time.monotonic() - t0:7.1f}s] {line}", file=sys.stderr, flush=True)
+
+    try:
+        result = run(cfg, progress)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    stem = args.output_dir / cfg.label
+    files = [report.write_json(result, stem.with_suffix(".json")), report.write_csv([result], stem.with_suffix(".csv"))]
+    if not args.no_plot:
+        files.append(report.write_plot([result], stem.with_suffix(".png")))
+    print(report.table(result))
+    print("wrote " + ", ".join(str(f) for f in files if f))
+    return 0

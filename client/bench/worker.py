@@ -1,0 +1,189 @@
+"""One client process: a grpc.aio loop sending pre-serialised requests, closed-loop or open-loop.
+
+Every completion is recorded as (completion time, latency, status code) with ``time.monotonic()``, which is
+the same clock in every process on Linux, so the parent can cut windows across processes. Records go to
+the parent in small numpy batches; the final message carries the exact counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from cnnserve.client.bench.payload import CHANNEL_OPTIONS
+
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
+CLIENT_ERROR = -1  # not a gRPC status: the call failed inside the client
+FLUSH_S = 0.2
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one process does: ``concurrency`` calls in flight (closed) or ``rate`` requests/s (open)."""
+
+    index: int
+    target: str
+    requests: list[bytes]
+    timeout_s: float
+    concurrency: int = 0
+    rate: float = 0.0
+    arrival: str = "constant"  # or "poisson"
+    phase_s: float = 0.0  # offset of the first send in open loop, so processes interleave
+    max_outstanding: int = 4096
+    channels: int = 1
+    seed: int = 0
+
+
+class _Recorder:
+    def __init__(self, out: queue.Queue, index: int) -> None:
+        self.out, self.index = out, index
+        self.ends: list[float] = []
+        self.lats: list[float] = []
+        self.codes: list[int] = []
+        self.sent = self.ok = self.errors = 0
+
+    def add(self, end: float, latency: float, code: int) -> None:
+        self.ends.append(end)
+        self.lats.append(latency)
+        self.codes.append(code)
+        if code == 0:
+            self.ok += 1
+        else:
+            self.errors += 1
+
+    def flush(self) -> None:
+        if self.ends:
+            self.out.put(
+                (
+                    "records",
+                    self.index,
+                    np.array(self.ends),
+                    np.array(self.lats),
+                    np.array(self.codes, dtype=np.int16),
+                )
+            )
+            self.ends, self.lats, self.codes = [], [], []
+
+
+async def _call(stub, request: bytes, timeout: float) -> int:
+    try:
+        await stub(request, timeout=timeout)
+        return 0
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().value[0]
+    except Exception:  # noqa: BLE001 - counted, never raised: one bad call must not stop the load
+        return CLIENT_ERROR
+
+
+async def _run(spec: WorkerSpec, out: queue.Queue, stop_event, go_time: float) -> None:
+    channels = [grpc.aio.insecure_channel(spec.target, options=CHANNEL_OPTIONS) for _ in range(spec.channels)]
+    stubs = [c.unary_unary(METHOD, request_serializer=None, response_deserializer=None) for c in channels]
+    for channel in channels:
+        await asyncio.wait_for(channel.channel_ready(), 30)
+    rec = _Recorder(out, spec.index)
+    stopping = asyncio.Event()
+    requests = spec.requests
+    timeout = spec.timeout_s
+
+    parent = os.getppid()
+
+    async def watch() -> None:
+        # Stop on the parent's word, or when the parent died (orphans must not keep loading the server).
+        while not stop_event.is_set() and os.getppid() == parent:
+            await asyncio.sleep(FLUSH_S)
+            rec.flush()
+        stopping.set()
+
+    async def closed(slot: int) -> None:
+        stub = stubs[slot % len(stubs)]
+        k = slot
+        while not stopping.is_set():
+            request = requests[k % len(requests)]
+            k += 1
+            rec.sent += 1
+            t0 = time.monotonic()
+            code = await _call(stub, request, timeout)
+            t1 = time.monotonic()
+            rec.add(t1, t1 - t0, code)
+
+    async def one(stub, request: bytes, scheduled: float) -> None:
+        code = await _call(stub, request, timeout)
+        t1 = time.monotonic()
+        rec.add(t1, t1 - scheduled, code)  # from the intended send time: no coordinated omission
+
+    lags: list[float] = []
+
+    async def opened() -> None:
+        rng = np.random.default_rng(spec.seed + spec.index)
+        mean_gap = 1.0 / spec.rate
+        next_t = go_time + spec.phase_s
+        inflight: set[asyncio.Task] = set()
+        k = 0
+        while not stopping.is_set():
+            now = time.monotonic()
+            if next_t > now:
+                await asyncio.sleep(next_t - now)
+                if stopping.is_set():
+                    break
+            if len(inflight) >= spec.max_outstanding:
+                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            lags.append(time.monotonic() - next_t)
+            rec.sent += 1
+            task = asyncio.create_task(one(stubs[k % len(stubs)], requests[k % len(requests)], next_t))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+            k += 1
+            next_t += rng.exponential(mean_gap) if spec.arrival == "poisson" else mean_gap
+        if inflight:
+            await asyncio.gather(*inflight)
+
+    watcher = asyncio.create_task(watch())
+    delay = go_time - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if spec.concurrency:
+        await asyncio.gather(*(closed(slot) for slot in range(spec.concurrency)))
+    else:
+        await opened()
+    await watcher
+    rec.flush()
+    for channel in channels:
+        await channel.close()
+    lag = np.array(lags) if lags else np.zeros(1)
+    out.put(
+        (
+            "done",
+            spec.index,
+            {
+                "sent": rec.sent,
+                "ok": rec.ok,
+                "errors": rec.errors,
+                "cpu_s": time.process_time(),
+                "send_lag_p99_ms": float(np.percentile(lag, 99) * 1e3),
+                "send_lag_max_ms": float(lag.max() * 1e3),
+            },
+        )
+    )
+
+
+def worker_main(spec: WorkerSpec, out: queue.Queue, ready, stop_event, go) -> None:
+    """Process entry point: report ready, wait for the shared start time, run until told to stop."""
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # the client works on the standard loop too
+        loop_factory = None
+    ready.put(spec.index)
+    go_time = go.get()
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_run(spec, out, stop_event, go_time))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the level
+        out.put(("failed", spec.index, f"{type(exc).__name__}: {exc}"))

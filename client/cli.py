@@ -1,0 +1,263 @@
+"""The client commands: `cnnserve classify` (the image API) and `cnnserve explain` (the explanation calls).
+
+    cnnserve classify --server 127.0.0.1:8001 --model mnist_cnn digit.png
+    cnnserve explain --server 127.0.0.1:8001 --model mnist_cnn --method gradcam digit.png --output-dir out
+    cnnserve explain --server ... --model mnist_cnn --what activations --layer conv1 digit.png --output-dir out
+    cnnserve explain --server ... --model mnist_cnn --what filters --layer conv2 --filters 0-7 --output-dir out
+    cnnserve explain --server ... --model mnist_cnn --what layers
+
+`explain` talks to the main server (which forwards to the sidecar) or to the sidecar itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc
+from cnnserve.client import CnnserveClient
+from cnnserve.protocol import HEATMAP_METHOD_ENUMS, from_float_tensor, open_channel
+
+# Explanations of a batch of large images come back as float maps: allow more than the server's limit.
+EXPLAIN_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def add_classify_parser(sub) -> None:
+    p = sub.add_parser("classify", help="classify PNG/JPEG images with a served model")
+    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("--server", default="127.0.0.1:8001", help="HOST:PORT of cnnserve (default 127.0.0.1:8001)")
+    p.add_argument("--model", required=True, help="model name in the repository")
+    p.add_argument("--version", default="", help="model version (default: the served one)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument("--tls-ca", help="PEM CA that signed the server's certificate (enables TLS)")
+    p.add_argument("--tls-cert", help="client certificate for mutual TLS")
+    p.add_argument("--tls-key", help="client key for mutual TLS")
+    p.add_argument("--token-file", type=Path, help="file holding a bearer token (or set CNNSERVE_TOKEN)")
+    p.set_defaults(func=_classify)
+
+
+def _classify(args) -> int:
+    token = args.token_file.read_text().strip() if args.token_file else None
+    with CnnserveClient(
+        args.server, timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, token=token
+    ) as client:
+        try:
+            response = client.classify(
+                args.model, [p.read_bytes() for p in args.images], top_k=args.top_k, version=args.version
+            )
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    for path, result in zip(args.images, response.results, strict=True):
+        preds = [{"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in result.predictions]
+        if args.json:
+            print(json.dumps({"image": str(path), "predictions": preds}))
+        else:
+            print(f"{path}: " + ", ".join(f"{p['label']} ({p['score']:.4f})" for p in preds))
+    return 0
+
+
+def add_explain_parser(sub) -> None:
+    e = sub.add_parser(
+        "explain",
+        help="ask the explainer for heatmaps, activations, filter patterns or layers",
+        description="--what heatmap (default): DIR/<image>/overlay.png and heatmap.npy per image; "
+        "--what activations: DIR/<image>/grid.png and activations.npy; --what filters: DIR/filter_<i>.png; "
+        "--what layers: print the layers. Images are PNG/JPEG files, or .npy uint8 arrays sent as raw pixels.",
+    )
+    e.add_argument("images", nargs="*", type=Path, help="image files (PNG, JPEG, or .npy uint8 [H, W(, C)])")
+    e.add_argument("--server", default="127.0.0.1:8001", help="HOST:PORT of cnnserve or of the explainer")
+    e.add_argument("--model", required=True, help="model name in the repository")
+    e.add_argument("--version", default="", help="model version (default: the newest)")
+    e.add_argument("--what", choices=["heatmap", "activations", "filters", "layers"], default="heatmap")
+    e.add_argument(
+        "--method", choices=list(HEATMAP_METHOD_ENUMS), default="gradcam", help="heatmap method (default gradcam)"
+    )
+    e.add_argument("--layer", default="", help="layer name (heatmap default: the model's Grad-CAM layer)")
+    e.add_argument("--target-class", type=int, help="class to explain (default: the predicted class)")
+    e.add_argument("--alpha", type=float, help="overlay opacity in [0, 1] (default 0.4)")
+    e.add_argument("--channels", default="", help="activations: channels, e.g. 0-15 or 1,5,9 (default all)")
+    e.add_argument("--filters", default="0-7", help="filters: indices, e.g. 0-7 or 1,5,9 (default 0-7)")
+    e.add_argument("--steps", type=int, default=0, help="filters: gradient-ascent steps (default 50)")
+    e.add_argument("--step-size", type=float, default=0.0, help="filters: step size (default 0.9)")
+    e.add_argument("--size", type=int, default=0, help="filters: pattern side in pixels (default: input size)")
+    e.add_argument("--regularized", action="store_true", help="filters: jitter, scale and rotate every step")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--output-dir", type=Path, default=Path("explanations"))
+    e.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds")
+    e.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's certificate (enables TLS)")
+    e.add_argument("--tls-cert", type=Path, help="client certificate for mutual TLS")
+    e.add_argument("--tls-key", type=Path, help="client key for mutual TLS")
+    e.add_argument("--token-file", type=Path, help="file holding a bearer token (or set CNNSERVE_TOKEN)")
+    e.set_defaults(func=_explain)
+
+
+def parse_indices(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    out: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "-" in part[1:]:
+            low, high = part.split("-", 1) if not part.startswith("-") else (part, part)
+            out.extend(range(int(low), int(high) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def image_message(data: bytes | np.ndarray, image_id: str = "") -> explainer_pb2.ExplainImage:
+    """Encoded bytes, or a uint8 array [H, W] / [H, W, C], as an ExplainImage."""
+    if isinstance(data, bytes):
+        return explainer_pb2.ExplainImage(id=image_id, encoded=data)
+    array = np.asarray(data)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"raw images are uint8 [H, W] or [H, W, C]; got {array.dtype} {list(array.shape)}")
+    if array.ndim == 2:
+        array = array[..., None]
+    h, w, c = array.shape
+    raw = explainer_pb2.RawImage(data=np.ascontiguousarray(array).tobytes(), height=h, width=w, channels=c)
+    return explainer_pb2.ExplainImage(id=image_id, raw=raw)
+
+
+def _image(path: Path) -> explainer_pb2.ExplainImage:
+    if path.suffix == ".npy":
+        return image_message(np.load(path), path.stem)
+    return image_message(path.read_bytes(), path.stem)
+
+
+def _explain(args) -> int:
+    if args.what in ("heatmap", "activations") and not args.images:
+        print(f"error: --what {args.what} needs at least one image", file=sys.stderr)
+        return 2
+    token = args.token_file.read_text().strip() if args.token_file else None
+    channel, raw = open_channel(
+        args.server,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        token=token,
+        max_message_bytes=EXPLAIN_MESSAGE_BYTES,
+    )
+    with raw:
+        stub = explainer_pb2_grpc.ExplainerStub(channel)
+        try:
+            if args.what == "heatmap":
+                return _heatmaps(stub, args)
+            if args.what == "activations":
+                return _activations(stub, args)
+            if args.what == "filters":
+                return _filters(stub, args)
+            return _layers(stub, args)
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+
+
+def _heatmaps(stub, args) -> int:
+    request = explainer_pb2.HeatmapRequest(
+        model_name=args.model,
+        model_version=args.version,
+        images=[_image(p) for p in args.images],
+        method=HEATMAP_METHOD_ENUMS[args.method],
+        layer=args.layer,
+    )
+    if args.target_class is not None:
+        request.target_class = args.target_class
+    if args.alpha is not None:
+        request.overlay_alpha = args.alpha
+    response = stub.Heatmap(request, timeout=args.timeout)
+    for path, result in zip(args.images, response.results, strict=True):
+        folder = args.output_dir / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "overlay.png").write_bytes(result.overlay_png)
+        np.save(folder / "heatmap.npy", from_float_tensor(result.heatmap))
+        print(
+            json.dumps(
+                {
+                    "image": str(path),
+                    "method": args.method,
+                    "layer": response.layer,
+                    "predicted": {
+                        "class": result.predicted_class,
+                        "label": result.predicted_label,
+                        "score": round(result.predicted_score, 6),
+                    },
+                    "target": {"class": result.target_class, "score": round(result.target_score, 6)},
+                    "overlay": str(folder / "overlay.png"),
+                    "heatmap": str(folder / "heatmap.npy"),
+                }
+            )
+        )
+    return 0
+
+
+def _activations(stub, args) -> int:
+    request = explainer_pb2.ActivationsRequest(
+        model_name=args.model,
+        model_version=args.version,
+        images=[_image(p) for p in args.images],
+        layer=args.layer,
+        channels=parse_indices(args.channels),
+    )
+    response = stub.Activations(request, timeout=args.timeout)
+    for path, result in zip(args.images, response.results, strict=True):
+        folder = args.output_dir / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "grid.png").write_bytes(result.grid_png)
+        np.save(folder / "activations.npy", from_float_tensor(result.activations))
+        print(
+            json.dumps(
+                {
+                    "image": str(path),
+                    "layer": response.layer,
+                    "grid": str(folder / "grid.png"),
+                    "channels": len(response.channels),
+                    "dead_channels": list(result.dead_channels),
+                }
+            )
+        )
+    return 0
+
+
+def _filters(stub, args) -> int:
+    request = explainer_pb2.FilterPatternsRequest(
+        model_name=args.model,
+        model_version=args.version,
+        layer=args.layer,
+        filters=parse_indices(args.filters),
+        steps=args.steps,
+        step_size=args.step_size,
+        size=args.size,
+        regularized=args.regularized,
+        seed=args.seed,
+    )
+    response = stub.FilterPatterns(request, timeout=args.timeout)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for pattern in response.patterns:
+        path = args.output_dir / f"{response.layer}_filter_{pattern.filter}.png"
+        path.write_bytes(pattern.png)
+        print(
+            json.dumps(
+                {"filter": pattern.filter, "activation": pattern.activation, "cached": pattern.cached, "png": str(path)}
+            )
+        )
+    return 0
+
+
+def _layers(stub, args) -> int:
+    response = stub.ListLayers(
+        explainer_pb2.ListLayersRequest(model_name=args.model, model_version=args.version), timeout=args.timeout
+    )
+    print(
+        f"{response.model_name} version {response.model_version}: input {list(response.input_shape)}, "
+        f"default heatmap layer {response.default_heatmap_layer}"
+    )
+    for layer in response.layers:
+        mark = "*" if layer.spatial else " "
+        print(f" {mark} {layer.name:<24} {layer.class_name:<20} {list(layer.output_shape)}")
+    return 0

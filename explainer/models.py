@@ -1,0 +1,126 @@
+"""The sidecar's models: every served version's model.keras, loaded once and wrapped for explanation.
+
+The versions are those the main server serves (the same repository reader and version policy); a version
+without a model.keras, or whose layers cannot be re-run on a float input (graph.py), is skipped with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnserve.explainer.graph import ExplainableModel, NotExplainable
+from cnnserve.repository import ModelConfigError, ModelSpec, list_model_names, read_model, validate_model_name
+from cnnserve.service.errors import FailedPrecondition, NotFound
+from cnnserve.service.imaging import ImageDecoding
+
+log = logging.getLogger(__name__)
+KERAS_FILE = "model.keras"
+
+
+@dataclass
+class ExplainableVersion:
+    """One explainable model version."""
+
+    name: str
+    version: str
+    model: ExplainableModel
+    labels: tuple[str, ...]
+    preprocessing: ImageDecoding | None  # None: the model takes raw tensors only
+    default_layer: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.version)
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else ""
+
+
+def _default_layer(spec: ModelSpec, model: ExplainableModel) -> str:
+    """The first of these that names a spatial layer of the model: metadata.json's ``layers.cam``, its
+    ``layers.last_conv`` (metadata written before ``cam`` existed), the registry's Grad-CAM layer for its
+    variant; else the last convolution."""
+    recorded = spec.metadata.get("layers") or {}
+    candidates = [recorded.get("cam"), recorded.get("last_conv")]
+    if spec.metadata.get("variant"):
+        try:
+            from cnnserve.training.registry import get_variant
+
+            candidates.append(get_variant(spec.metadata["variant"]).heatmap_layer)
+        except (ImportError, KeyError):
+            pass
+    for named in candidates:
+        if named and (layer := model.layer(named)) is not None and layer.spatial:
+            return named
+    return model.default_heatmap_layer()
+
+
+def load_version(spec: ModelSpec) -> ExplainableVersion:
+    """Load ``spec``'s model.keras (compile=False) and wrap it. Raises NotExplainable or OSError."""
+    import keras
+
+    path = spec.path / KERAS_FILE
+    if not path.is_file():
+        raise NotExplainable(f"{path} does not exist (export writes it beside model.onnx)")
+    keras_model = keras.saving.load_model(path, compile=False)
+    model = ExplainableModel(keras_model)
+    try:
+        pre = ImageDecoding.from_metadata(spec.name, spec.metadata)
+    except FailedPrecondition:
+        pre = None
+    labels = spec.labels or tuple(spec.metadata.get("labels") or ())
+    return ExplainableVersion(spec.name, spec.version, model, tuple(labels), pre, _default_layer(spec, model))
+
+
+class ModelTable:
+    """Name -> version -> ExplainableVersion. ``load_all`` at start; unknown names trigger one rescan."""
+
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository
+        self.models: dict[str, dict[str, ExplainableVersion]] = {}
+        self.problems: dict[str, str] = {}  # "name/version" -> why it is not explainable
+        self._lock = threading.Lock()
+
+    def load_all(self) -> None:
+        for name in list_model_names(self.repository):
+            self.load(name)
+        log.info("explainer: %d model(s) ready: %s", len(self.models), ", ".join(sorted(self.models)) or "none")
+
+    def load(self, name: str) -> None:
+        try:
+            specs = read_model(self.repository, name)
+        except (ModelConfigError, NotFound) as exc:
+            self.problems[name] = str(exc)
+            log.warning("explainer: skipping model %s: %s", name, exc)
+            return
+        versions = {}
+        for spec in specs:
+            try:
+                versions[spec.version] = load_version(spec)
+            except (NotExplainable, OSError, ValueError) as exc:
+                self.problems[f"{name}/{spec.version}"] = str(exc)
+                log.warning("explainer: %s version %s is not explainable: %s", name, spec.version, exc)
+        if versions:
+            with self._lock:
+                self.models[name] = versions
+
+    def get(self, name: str, version: str = "") -> ExplainableVersion:
+        validate_model_name(name)
+        if name not in self.models and (self.repository / name / "config.pbtxt").is_file():
+            self.load(name)  # exported after the sidecar started
+        versions = self.models.get(name)
+        if not versions:
+            why = self.problems.get(name) or next((v for k, v in self.problems.items() if k.startswith(f"{name}/")), "")
+            known = ", ".join(sorted(self.models)) or "none"
+            detail = f" ({why})" if why else ""
+            raise NotFound(f"model {name!r} is not explainable{detail}; explainable models: {known}")
+        if not version:
+            return versions[max(versions, key=int)]
+        if version not in versions:
+            raise NotFound(
+                f"model {name!r} has no explainable version {version!r}; versions: {sorted(versions, key=int)}"
+            )
+        return versions[version]

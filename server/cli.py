@@ -1,0 +1,87 @@
+"""`cnnserve serve`: the server's command (settings from arguments over CNNSERVE_* variables)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+
+log = logging.getLogger("cnnserve.server")
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model repository over gRPC (KServe v2 / Triton protocol)")
+    p.add_argument("--model-repository", type=Path, help="Triton-layout model repository (default: models)")
+    p.add_argument("--host", help="bind address (default 0.0.0.0)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 picks a free port)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; -1 disables)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="onnxruntime execution provider (default cpu)")
+    p.add_argument("--allow-cpu-fallback", action="store_true", default=None, help="with --device cuda")
+    p.add_argument("--max-message-bytes", type=int, help="largest gRPC message (default 64 MiB)")
+    p.add_argument("--max-queue-size", type=int, help="per-model queue bound in samples (default 1024)")
+    p.add_argument("--no-batching", dest="batching", action="store_false", default=None, help="run requests alone")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None)
+    p.add_argument("--intra-op-threads", type=int, help="onnxruntime threads per session (0: its default)")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument(
+        "--auth-token-file", type=Path, help="accepted bearer tokens, one per line (CNNSERVE_AUTH_TOKENS also)"
+    )
+    p.add_argument(
+        "--max-concurrent-calls",
+        type=int,
+        help="admission limit: work calls at once, more are refused RESOURCE_EXHAUSTED (0: what the queues hold)",
+    )
+    p.add_argument(
+        "--max-pending-calls", type=int, help="calls gRPC core may hold before the server picks them up (65536)"
+    )
+    p.add_argument("--repository-poll-seconds", type=float, help="reload new/changed models every N s (0: off)")
+    p.add_argument("--grace-seconds", type=float, help="SIGTERM grace period (default 10)")
+    p.add_argument("--explainer-address", help="explainer sidecar HOST:PORT (default 127.0.0.1:8011)")
+    p.add_argument(
+        "--explainer-tls-ca",
+        type=Path,
+        help="CA of the explainer's certificate: TLS to the sidecar (default plaintext)",
+    )
+    p.add_argument("--workers", type=int, help="server processes sharing the port via SO_REUSEPORT (default 1)")
+    p.add_argument("--uvloop", action="store_true", default=None, help="run the event loop on uvloop")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    from cnnserve.server.app import CnnServer
+    from cnnserve.server.settings import ServerSettings
+
+    fields = ServerSettings.model_fields
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    settings = ServerSettings(**overrides)
+
+    def ready(grpc_port: int, metrics_port: int) -> None:
+        # One machine-readable line, so scripts and tests that bind port 0 learn the ports.
+        print(json.dumps({"event": "ready", "grpc_port": grpc_port, "metrics_port": metrics_port}), flush=True)
+
+    if settings.workers > 1:
+        from cnnserve.server.workers import run_loop, serve_workers
+
+        run_loop(serve_workers(settings, settings.workers, ready), settings.uvloop)
+        return 0
+
+    async def run() -> None:
+        server = CnnServer(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        ready(server.grpc_port, server.metrics_port)
+        await stop.wait()
+        log.info("signal received: shutting down (grace %.1fs)", settings.grace_seconds)
+        await server.stop()
+
+    from cnnserve.server.workers import run_loop
+
+    run_loop(run(), settings.uvloop)
+    return 0

@@ -1,0 +1,257 @@
+"""The KServe v2 / Triton gRPC servicer: protobuf <-> plain values, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from cnnserve import __version__
+from cnnserve._proto.inference import grpc_service_pb2 as pb
+from cnnserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.protocol import CONTENTS_FIELD, serialize_bytes
+from cnnserve.repository import list_model_names
+from cnnserve.server.inference import InferenceHandler, InferRequest, InferResult, RequestedOutput
+from cnnserve.server.metrics import ServerMetrics
+from cnnserve.server.model_manager import ModelManager
+from cnnserve.server.tensors import WireTensor
+from cnnserve.service.errors import InvalidArgument, NotFound, ServingError
+from cnnserve.service.rpc import deadline_of, guarded
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "cnnserve"
+EXTENSIONS = ["classification", "model_configuration", "model_repository", "statistics", "schedule_policy"]
+_STREAM_WINDOW = 64  # requests of one stream in flight at once
+
+
+def to_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
+    """Protobuf request -> plain request; checks the envelope (raw vs typed contents, parameters)."""
+    raw = list(msg.raw_input_contents)
+    if raw and len(raw) != len(msg.inputs):
+        raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(msg.inputs)} inputs")
+    tensors = []
+    for i, t in enumerate(msg.inputs):
+        typed_fields = [f.name for f, _ in t.contents.ListFields()] if t.HasField("contents") else []
+        if raw and typed_fields:
+            raise InvalidArgument(
+                f"input {t.name!r}: has typed contents ({typed_fields[0]}) while raw_input_contents is used; "
+                "send all inputs one way"
+            )
+        if raw:
+            tensors.append(WireTensor(t.name, t.datatype, tuple(t.shape), raw=raw[i]))
+            continue
+        field = CONTENTS_FIELD.get(t.datatype)
+        if field is None and t.datatype != "FP16":
+            raise InvalidArgument(f"input {t.name!r}: unknown datatype {t.datatype!r}")
+        stray = [f for f in typed_fields if f != field]
+        if stray:
+            raise InvalidArgument(f"input {t.name!r}: datatype {t.datatype} expects {field}, got {stray[0]}")
+        typed = getattr(t.contents, field) if field and field in typed_fields else None
+        tensors.append(WireTensor(t.name, t.datatype, tuple(t.shape), typed=typed))
+    outputs = [RequestedOutput(o.name, _classification(o)) for o in msg.outputs]
+    return InferRequest(msg.model_name, msg.model_version, msg.id, tensors, outputs)
+
+
+def _classification(out: pb.ModelInferRequest.InferRequestedOutputTensor) -> int:
+    if "classification" not in out.parameters:
+        return 0
+    param = out.parameters["classification"]
+    kind = param.WhichOneof("parameter_choice")
+    if kind not in ("int64_param", "uint64_param"):
+        raise InvalidArgument(f"output {out.name!r}: parameter 'classification' must be an integer, got {kind}")
+    k = getattr(param, kind)
+    if k < 1:
+        raise InvalidArgument(f"output {out.name!r}: classification must be >= 1, got {k}")
+    return k
+
+
+def to_infer_response(result: InferResult) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(model_name=result.model_name, model_version=result.model_version, id=result.id)
+    for out in result.outputs:
+        response.outputs.add(name=out.name, datatype=out.datatype, shape=out.data.shape)
+        if out.datatype == "BYTES":
+            response.raw_output_contents.append(serialize_bytes(out.data.ravel().tolist()))
+        else:
+            response.raw_output_contents.append(out.data.tobytes())
+    return response
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """inference.GRPCInferenceService over the model manager and the inference handler."""
+
+    def __init__(self, models: ModelManager, handler: InferenceHandler, metrics: ServerMetrics, state) -> None:
+        self.models = models
+        self.handler = handler
+        self.metrics = metrics
+        self.state = state  # has .live and .ready
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=self.state.live)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.state.ready and self.models.ready())
+
+    async def ModelReady(self, request, context):
+        async def call():
+            try:
+                self.models.get(request.name, request.version)
+            except NotFound:
+                raise
+            except ServingError:
+                return pb.ModelReadyResponse(ready=False)
+            return pb.ModelReadyResponse(ready=self.state.ready)
+
+        return await guarded(context, "ModelReady", self.metrics, call)
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request, context):
+        async def call():
+            served = self.models.get(request.name, request.version)
+            spec = served.spec
+            entry = self.models.models[spec.name]
+            response = pb.ModelMetadataResponse(name=spec.name, versions=list(entry.versions), platform=spec.platform)
+            for t in spec.inputs:
+                response.inputs.add(name=t.name, datatype=t.datatype, shape=spec.full_shape(t))
+            for t in spec.outputs:
+                response.outputs.add(name=t.name, datatype=t.datatype, shape=spec.full_shape(t))
+            return response
+
+        return await guarded(context, "ModelMetadata", self.metrics, call)
+
+    async def ModelConfig(self, request, context):
+        async def call():
+            return pb.ModelConfigResponse(config=self.models.get(request.name, request.version).spec.config)
+
+        return await guarded(context, "ModelConfig", self.metrics, call)
+
+    async def ModelInfer(self, request, context):
+        async def call():
+            result = await self.handler.infer(to_infer_request(request), deadline=deadline_of(context))
+            return to_infer_response(result)
+
+        return await guarded(context, "ModelInfer", self.metrics, call)
+
+    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests of one stream run concurrently (so they batch); answers come in completion order."""
+        done: asyncio.Queue = asyncio.Queue()
+        window = asyncio.Semaphore(_STREAM_WINDOW)
+        tasks: set[asyncio.Task] = set()
+
+        async def one(msg: pb.ModelInferRequest) -> None:
+            try:
+                result = await self.handler.infer(to_infer_request(msg))
+                await done.put(pb.ModelStreamInferResponse(infer_response=to_infer_response(result)))
+                self.metrics.request("ModelStreamInfer", "OK")
+            except ServingError as exc:
+                self.metrics.request("ModelStreamInfer", exc.code.name)
+                await done.put(pb.ModelStreamInferResponse(error_message=exc.message))
+            except Exception:
+                log.exception("stream request %r failed", msg.id)
+                self.metrics.request("ModelStreamInfer", "INTERNAL")
+                await done.put(pb.ModelStreamInferResponse(error_message="internal error"))
+            finally:
+                window.release()
+
+        async def reader() -> None:
+            async for msg in request_iterator:
+                await window.acquire()
+                task = asyncio.create_task(one(msg))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*list(tasks))
+            await done.put(None)
+
+        read = asyncio.create_task(reader())
+        try:
+            while (item := await done.get()) is not None:
+                yield item
+        finally:
+            read.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def ModelStatistics(self, request, context):
+        async def call():
+            response = pb.ModelStatisticsResponse()
+            if request.name:
+                served = [self.models.get(request.name, request.version)]
+            else:
+                served = [v for e in self.models.models.values() for v in e.versions.values()]
+            for version in served:
+                response.model_stats.append(_statistics(version))
+            return response
+
+        return await guarded(context, "ModelStatistics", self.metrics, call)
+
+    async def RepositoryIndex(self, request, context):
+        async def call():
+            response = pb.RepositoryIndexResponse()
+            names = sorted(set(list_model_names(self.models.repository)) | set(self.models.models))
+            for name in names:
+                entry = self.models.models.get(name)
+                if entry is None:
+                    if not request.ready:
+                        response.models.add(name=name, state="UNAVAILABLE", reason="not loaded")
+                    continue
+                if request.ready and entry.state != "READY":
+                    continue
+                versions = list(entry.versions) or [""]
+                for version in versions:
+                    response.models.add(name=name, version=version, state=entry.state, reason=entry.reason)
+            return response
+
+        return await guarded(context, "RepositoryIndex", self.metrics, call)
+
+    async def RepositoryModelLoad(self, request, context):
+        async def call():
+            _check_repository(request.repository_name, self.models)
+            try:
+                await self.models.load(request.model_name)
+            except ServingError:
+                raise
+            except Exception as exc:
+                raise InvalidArgument(f"failed to load model {request.model_name!r}: {exc}") from exc
+            return pb.RepositoryModelLoadResponse()
+
+        return await guarded(context, "RepositoryModelLoad", self.metrics, call)
+
+    async def RepositoryModelUnload(self, request, context):
+        async def call():
+            _check_repository(request.repository_name, self.models)
+            await self.models.unload(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await guarded(context, "RepositoryModelUnload", self.metrics, call)
+
+
+def _check_repository(name: str, models: ModelManager) -> None:
+    if name and name != models.repository.name:
+        raise NotFound(f"unknown repository {name!r}; this server serves {models.repository.name!r}")
+
+
+def _statistics(version) -> pb.ModelStatistics:
+    s = version.stats
+    stats = pb.ModelStatistics(
+        name=version.spec.name,
+        version=version.spec.version,
+        last_inference=s.last_inference_ms,
+        inference_count=s.inference_count,
+        execution_count=s.execution_count,
+    )
+    for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+        d = getattr(s, field)
+        getattr(stats.inference_stats, field).CopyFrom(pb.StatisticDuration(count=d.count, ns=d.ns))
+    for size, b in sorted(s.batch_stats.items()):
+        entry = stats.batch_stats.add(batch_size=size)
+        for field in ("compute_input", "compute_infer", "compute_output"):
+            d = getattr(b, field)
+            getattr(entry, field).CopyFrom(pb.StatisticDuration(count=d.count, ns=d.ns))
+    return stats
+
+
+__all__ = ["InferenceServicer", "to_infer_request", "to_infer_response", "grpc"]
