@@ -8,7 +8,7 @@ from cnnserve.explainer.handler import ExplainerHandler, ImageInput, RawPixels
 from cnnserve.protocol import HEATMAP_METHOD_ENUMS, HEATMAP_METHODS, to_float_tensor
 from cnnserve.service.errors import InvalidArgument
 from cnnserve.service.metrics import RequestMetrics
-from cnnserve.service.rpc import deadline_of, guarded
+from cnnserve.service.rpc import deadline_of, rpc
 
 
 def method_name(value: int) -> str:
@@ -34,107 +34,99 @@ class ExplainerServicer(pb_grpc.ExplainerServicer):
         self.handler = handler
         self.metrics = metrics
 
+    @rpc
     async def Heatmap(self, request: pb.HeatmapRequest, context) -> pb.HeatmapResponse:
-        async def call():
-            out = await self.handler.heatmap(
-                request.model_name,
-                request.model_version,
-                _images(request.images),
-                method=method_name(request.method),
-                layer=request.layer,
-                target=request.target_class if request.HasField("target_class") else None,
-                alpha=request.overlay_alpha if request.HasField("overlay_alpha") else None,
-                max_channels=request.max_channels,
-                deadline=deadline_of(context),
+        out = await self.handler.heatmap(
+            request.model_name,
+            request.model_version,
+            _images(request.images),
+            method=method_name(request.method),
+            layer=request.layer,
+            target=request.target_class if request.HasField("target_class") else None,
+            alpha=request.overlay_alpha if request.HasField("overlay_alpha") else None,
+            max_channels=request.max_channels,
+            deadline=deadline_of(context),
+        )
+        response = pb.HeatmapResponse(
+            model_name=out.model_name,
+            model_version=out.model_version,
+            layer=out.layer,
+            method=HEATMAP_METHOD_ENUMS[out.method],
+            pre_softmax=out.pre_softmax,
+        )
+        for image, item in zip(request.images, out.items, strict=True):
+            response.results.add(
+                id=image.id,
+                heatmap=to_float_tensor(item.heatmap),
+                predicted_class=item.predicted_class,
+                predicted_label=item.predicted_label,
+                predicted_score=item.predicted_score,
+                target_class=item.target_class,
+                target_score=item.target_score,
+                overlay_png=item.overlay_png,
             )
-            response = pb.HeatmapResponse(
-                model_name=out.model_name,
-                model_version=out.model_version,
-                layer=out.layer,
-                method=HEATMAP_METHOD_ENUMS[out.method],
-                pre_softmax=out.pre_softmax,
-            )
-            for image, item in zip(request.images, out.items, strict=True):
-                response.results.add(
-                    id=image.id,
-                    heatmap=to_float_tensor(item.heatmap),
-                    predicted_class=item.predicted_class,
-                    predicted_label=item.predicted_label,
-                    predicted_score=item.predicted_score,
-                    target_class=item.target_class,
-                    target_score=item.target_score,
-                    overlay_png=item.overlay_png,
-                )
-            return response
+        return response
 
-        return await guarded(context, "Heatmap", self.metrics, call)
-
+    @rpc
     async def Activations(self, request: pb.ActivationsRequest, context) -> pb.ActivationsResponse:
-        async def call():
-            out = await self.handler.activations(
-                request.model_name,
-                request.model_version,
-                _images(request.images),
-                request.layer,
-                list(request.channels),
-                omit_tensors=request.omit_tensors,
-                deadline=deadline_of(context),
-            )
-            response = pb.ActivationsResponse(
-                model_name=out.model_name,
-                model_version=out.model_version,
-                layer=out.layer,
-                channels=out.channels,
-                grid_columns=out.grid_columns,
-            )
-            for image, item in zip(request.images, out.items, strict=True):
-                entry = response.results.add(id=image.id, grid_png=item.grid_png, dead_channels=item.dead_channels)
-                if item.activations is not None:
-                    entry.activations.CopyFrom(to_float_tensor(item.activations))
-            return response
+        out = await self.handler.activations(
+            request.model_name,
+            request.model_version,
+            _images(request.images),
+            request.layer,
+            list(request.channels),
+            omit_tensors=request.omit_tensors,
+            deadline=deadline_of(context),
+        )
+        response = pb.ActivationsResponse(
+            model_name=out.model_name,
+            model_version=out.model_version,
+            layer=out.layer,
+            channels=out.channels,
+            grid_columns=out.grid_columns,
+        )
+        for image, item in zip(request.images, out.items, strict=True):
+            entry = response.results.add(id=image.id, grid_png=item.grid_png, dead_channels=item.dead_channels)
+            if item.activations is not None:
+                entry.activations.CopyFrom(to_float_tensor(item.activations))
+        return response
 
-        return await guarded(context, "Activations", self.metrics, call)
-
+    @rpc
     async def FilterPatterns(self, request: pb.FilterPatternsRequest, context) -> pb.FilterPatternsResponse:
-        async def call():
-            out = await self.handler.filter_patterns(
-                request.model_name,
-                request.model_version,
-                request.layer,
-                list(request.filters),
-                steps=request.steps,
-                step_size=request.step_size,
-                size=request.size,
-                regularized=request.regularized,
-                seed=request.seed,
-                deadline=deadline_of(context),
-            )
-            response = pb.FilterPatternsResponse(
-                model_name=out.model_name, model_version=out.model_version, layer=out.layer
-            )
-            for f, png, activation, cached in out.patterns:
-                response.patterns.add(filter=f, png=png, activation=activation, cached=cached)
-            return response
+        out = await self.handler.filter_patterns(
+            request.model_name,
+            request.model_version,
+            request.layer,
+            list(request.filters),
+            steps=request.steps,
+            step_size=request.step_size,
+            size=request.size,
+            regularized=request.regularized,
+            seed=request.seed,
+            deadline=deadline_of(context),
+        )
+        response = pb.FilterPatternsResponse(
+            model_name=out.model_name, model_version=out.model_version, layer=out.layer
+        )
+        for f, png, activation, cached in out.patterns:
+            response.patterns.add(filter=f, png=png, activation=activation, cached=cached)
+        return response
 
-        return await guarded(context, "FilterPatterns", self.metrics, call)
-
+    @rpc
     async def ListLayers(self, request: pb.ListLayersRequest, context) -> pb.ListLayersResponse:
-        async def call():
-            out = await self.handler.list_layers(request.model_name, request.model_version)
-            response = pb.ListLayersResponse(
-                model_name=out.model_name,
-                model_version=out.model_version,
-                default_heatmap_layer=out.default_heatmap_layer,
-                input_shape=list(out.input_shape),
-                labels=list(out.labels),
+        out = await self.handler.list_layers(request.model_name, request.model_version)
+        response = pb.ListLayersResponse(
+            model_name=out.model_name,
+            model_version=out.model_version,
+            default_heatmap_layer=out.default_heatmap_layer,
+            input_shape=list(out.input_shape),
+            labels=list(out.labels),
+        )
+        for layer in out.layers:
+            response.layers.add(
+                name=layer.name,
+                class_name=layer.class_name,
+                output_shape=list(layer.output_shape),
+                spatial=layer.spatial,
             )
-            for layer in out.layers:
-                response.layers.add(
-                    name=layer.name,
-                    class_name=layer.class_name,
-                    output_shape=list(layer.output_shape),
-                    spatial=layer.spatial,
-                )
-            return response
-
-        return await guarded(context, "ListLayers", self.metrics, call)
+        return response

@@ -23,7 +23,7 @@ import numpy as np
 from cnnserve.server.stats import ModelStats
 from cnnserve.service.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServingError, Unavailable
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
 RunBatch = Callable[[Tensors], Tensors]
@@ -56,12 +56,14 @@ class _BatchOutput:
     output_ns: int
 
 
-def _split_outputs(outputs: Tensors, counts: Sequence[int], name: str) -> list[Tensors]:
+def _split_outputs(outputs: Tensors, counts: Sequence[int], name: str, batch_dimension: bool) -> list[Tensors]:
     """Slice the batch outputs back per request, after checking each output holds one row per sample."""
     total = sum(counts)
     if not isinstance(outputs, dict):
         kind = type(outputs).__name__
         raise BatchFailed(f"model {name}: run_batch returned {kind}, expected a dict of arrays")
+    if not batch_dimension:
+        return [outputs]  # one request of one sample, its tensors as the model returned them
     for key, value in outputs.items():
         rows = value.shape[0] if getattr(value, "ndim", 0) >= 1 else None
         if rows != total:
@@ -77,7 +79,9 @@ def _split_outputs(outputs: Tensors, counts: Sequence[int], name: str) -> list[T
     return split
 
 
-def _run_job(run_batch: RunBatch, name: str, inputs: list[Tensors], counts: list[int]) -> _BatchOutput:
+def _run_job(
+    run_batch: RunBatch, name: str, inputs: list[Tensors], counts: list[int], batch_dimension: bool = True
+) -> _BatchOutput:
     """Executor job: concatenate, run, split, timing each step (compute_input / infer / output)."""
     t0 = time.monotonic_ns()
     if len(inputs) == 1:
@@ -87,7 +91,7 @@ def _run_job(run_batch: RunBatch, name: str, inputs: list[Tensors], counts: list
     t1 = time.monotonic_ns()
     outputs = run_batch(batch)
     t2 = time.monotonic_ns()
-    split = _split_outputs(outputs, counts, name)
+    split = _split_outputs(outputs, counts, name, batch_dimension)
     t3 = time.monotonic_ns()
     return _BatchOutput(split, t1 - t0, t2 - t1, t3 - t2)
 
@@ -103,8 +107,9 @@ class DynamicBatcher:
 
     ``run_batch`` takes and returns a dict of arrays whose first dimension is the batch's sample count.
     Batch and queue sizes count samples, not requests. ``batching=False`` runs every request alone (still
-    through the queue and the ``instances`` limit). Create the batcher anywhere; call ``start()`` inside the
-    running loop before ``submit()``.
+    through the queue and the ``instances`` limit). ``batch_dimension=False`` is for a model without one
+    (Triton's max_batch_size 0): every request is one sample whose tensors reach ``run_batch`` as they are, and
+    runs alone. Create the batcher anywhere; call ``start()`` inside the running loop before ``submit()``.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class DynamicBatcher:
         instances: int = 1,
         batching: bool = True,
         preferred_batch_size: int = 0,
+        batch_dimension: bool = True,
     ) -> None:
         if max_batch_size < 1 or instances < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
             raise ValueError(
@@ -137,7 +143,8 @@ class DynamicBatcher:
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
         self.instances = instances
-        self.batching = batching
+        self.batch_dimension = batch_dimension
+        self.batching = batching and batch_dimension
         self.stats = stats
         self._run_batch = run_batch
         self._owns_executor = executor is None
@@ -188,7 +195,7 @@ class DynamicBatcher:
         if self._collector is None or self._closing:
             state = "not started" if self._collector is None else "shutting down"
             raise Unavailable(f"model {self.name} is {state}")
-        n = _sample_count(inputs, self.max_batch_size, self.name)
+        n = self.sample_count(inputs)
         loop = asyncio.get_running_loop()
         now = loop.time()
         if deadline is not None and deadline <= now:
@@ -216,6 +223,26 @@ class DynamicBatcher:
         finally:
             timer.cancel()
 
+    def sample_count(self, inputs: Tensors) -> int:
+        """The request's sample count: the common first dimension of its inputs (1 without a batch dimension)."""
+        if not self.batch_dimension:
+            return 1
+        counts = {key: (value.shape[0] if value.ndim else 0) for key, value in inputs.items()}
+        if not counts or len(set(counts.values())) != 1:
+            raise InvalidArgument(
+                f"model {self.name}: inputs must share one first (batch) dimension; received first dimensions {counts}"
+            )
+        return self.check_samples(next(iter(counts.values())))
+
+    def check_samples(self, n: int) -> int:
+        """The one rule on a request's size: 1 to max_batch_size samples (InvalidArgument otherwise)."""
+        if not 1 <= n <= self.max_batch_size:
+            raise InvalidArgument(
+                f"model {self.name}: request holds {n} samples, expected 1 to {self.max_batch_size} "
+                f"(max_batch_size {self.max_batch_size})"
+            )
+        return n
+
     async def stop(self, *, drain: bool = True) -> None:
         """Refuse new requests; finish queued and in-flight work (``drain``) or fail it with Unavailable.
 
@@ -226,10 +253,7 @@ class DynamicBatcher:
         if not drain:
             self._aborting = True
             error = Unavailable(f"model {self.name} is shutting down; request not run")
-            while self._queue:
-                request = self._queue.popleft()
-                self._unqueue(request)
-                self._fail(request, error)
+            self._fail_queued(error)
             for batch in self._running.values():
                 for request in batch:
                     self._fail(request, error)
@@ -249,6 +273,9 @@ class DynamicBatcher:
         nothing is counted in the statistics. Returns the sizes run.
         """
         loop = asyncio.get_running_loop()
+        if not self.batch_dimension:
+            await loop.run_in_executor(self._executor, _run_job, self._run_batch, self.name, [example], [1], False)
+            return [1]
         sizes = list(sizes) if sizes is not None else warmup_sizes(self.max_batch_size)
         for size in sizes:
             batch = {key: np.repeat(value[:1], size, axis=0) for key, value in example.items()}
@@ -332,13 +359,9 @@ class DynamicBatcher:
         """If the collector ever dies, refuse new work and fail the queue rather than let futures hang."""
         if task.cancelled() or task.exception() is None:
             return
-        logger.error("model %s: batch collector died", self.name, exc_info=task.exception())
+        log.error("model %s: batch collector died", self.name, exc_info=task.exception())
         self._closing = True
-        error = Unavailable(f"model {self.name}: batcher failed; request not run")
-        while self._queue:
-            request = self._queue.popleft()
-            self._unqueue(request)
-            self._fail(request, error)
+        self._fail_queued(Unavailable(f"model {self.name}: batcher failed; request not run"))
 
     # --- execution -------------------------------------------------------------------------------------
 
@@ -356,18 +379,19 @@ class DynamicBatcher:
             start_ns = time.monotonic_ns()
             counts = [request.n for request in live]
             try:
+                inputs = [r.inputs for r in live]
                 result = await loop.run_in_executor(
-                    self._executor, _run_job, self._run_batch, self.name, [r.inputs for r in live], counts
+                    self._executor, _run_job, self._run_batch, self.name, inputs, counts, self.batch_dimension
                 )
             except asyncio.CancelledError:
                 raise  # answered by _batch_done
             except ServingError as exc:
-                logger.warning("model %s: batch of %d samples failed: %s", self.name, sum(counts), exc)
+                log.warning("model %s: batch of %d samples failed: %s", self.name, sum(counts), exc)
                 for request in live:
                     self._fail(request, exc)
                 return
             except Exception as exc:
-                logger.error("model %s: batch of %d samples failed", self.name, sum(counts), exc_info=exc)
+                log.error("model %s: batch of %d samples failed", self.name, sum(counts), exc_info=exc)
                 error = _wrap(exc, self.name, counts)
                 for request in live:
                     self._fail(request, error)
@@ -392,7 +416,7 @@ class DynamicBatcher:
         """Forget the batch; answer any request still pending (only after a bug or a torn-down loop)."""
         batch = self._running.pop(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error("model %s: batch task failed", self.name, exc_info=task.exception())
+            log.error("model %s: batch task failed", self.name, exc_info=task.exception())
         for request in batch:
             self._fail(request, Unavailable(f"model {self.name}: batch was not completed"))
 
@@ -436,25 +460,19 @@ class DynamicBatcher:
             request.future.set_exception(error)
             self.stats.fail.add(time.monotonic_ns() - request.submitted_ns)
 
+    def _fail_queued(self, error: ServingError) -> None:
+        """Answer every queued request with ``error`` (shutdown without draining, or a dead collector)."""
+        while self._queue:
+            request = self._queue.popleft()
+            self._unqueue(request)
+            self._fail(request, error)
+
     def _unqueue(self, request: _Request) -> None:
         """Release the request's queue capacity once (dispatched, dropped, or abandoned)."""
         if request.queued:
             request.queued = False
             self._queued_samples -= request.n
             self.stats.queue_depth = self._queued_samples
-
-
-def _sample_count(inputs: Tensors, max_batch_size: int, name: str) -> int:
-    """The request's sample count: the common first dimension of its inputs, 1..max_batch_size."""
-    counts = {key: (value.shape[0] if value.ndim else 0) for key, value in inputs.items()}
-    if not counts or len(set(counts.values())) != 1:
-        raise InvalidArgument(
-            f"model {name}: inputs must share one first (batch) dimension; received first dimensions {counts}"
-        )
-    n = next(iter(counts.values()))
-    if not 1 <= n <= max_batch_size:
-        raise InvalidArgument(f"model {name}: request holds {n} samples, expected 1 to {max_batch_size}")
-    return n
 
 
 def _wrap(exc: BaseException, name: str, counts: list[int]) -> BatchFailed:

@@ -1,24 +1,19 @@
-"""The image-level Classify handler: encoded images -> model input -> top-k labels. No gRPC here."""
+"""The image handler (Classify): encoded images -> model input -> top-k labels. No gRPC here."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cnnserve.server.model_manager import ModelManager
+from cnnserve.server.topk import Prediction
+from cnnserve.server.topk import top_k as top_k_predictions
 from cnnserve.service.errors import FailedPrecondition, InvalidArgument
 from cnnserve.service.imaging import ImageDecoding, decode_image
 
 DEFAULT_TOP_K = 5
-
-
-@dataclass(frozen=True)
-class Prediction:
-    index: int
-    label: str
-    score: float
 
 
 @dataclass(frozen=True)
@@ -41,9 +36,7 @@ class ImageHandler:
         spec = served.spec
         if not images:
             raise InvalidArgument("no images in the request")
-        limit = max(spec.max_batch_size, 1)
-        if len(images) > limit:
-            raise InvalidArgument(f"{len(images)} images exceed model {model!r}'s max_batch_size {limit}")
+        served.batcher.check_samples(len(images))  # before decoding any of them
         if top_k < 0:
             raise InvalidArgument(f"top_k must be >= 0, got {top_k}")
         if len(spec.inputs) != 1 or len(spec.outputs) != 1 or spec.inputs[0].datatype != "UINT8":
@@ -58,18 +51,15 @@ class ImageHandler:
             pre = ImageDecoding.from_metadata(model, spec.metadata)
             if batch.shape[1:] != (pre.height, pre.width, pre.channels):
                 batch = await asyncio.to_thread(_decode_all, images, pre)
-        inputs = {spec.inputs[0].name: batch if spec.batching else batch[:1]}
+        # A model without a batch dimension takes its one image as it is (check_samples allowed one).
+        inputs = {spec.inputs[0].name: batch if spec.batching else batch[0]}
         results = await served.batcher.submit(inputs, deadline=deadline)
         probabilities = results[spec.outputs[0].name]
-        classes = probabilities.shape[-1]
-        k = min(top_k or DEFAULT_TOP_K, classes)
-        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        labels = spec.labels
-        predictions = [
-            [Prediction(int(i), labels[i] if i < len(labels) else str(i), float(row[i])) for i in idx]
-            for row, idx in zip(probabilities, top, strict=True)
-        ]
-        return ClassifyResult(spec.name, spec.version, predictions)
+        k = min(top_k or DEFAULT_TOP_K, probabilities.shape[-1])
+        rows = top_k_predictions(probabilities, k, spec.labels)
+        # The image API always names a class: its index where the model has no label for it.
+        named = [[p if p.label else replace(p, label=str(p.index)) for p in row] for row in rows]
+        return ClassifyResult(spec.name, spec.version, named)
 
 
 def _decode_all(images: list[bytes], pre: ImageDecoding) -> np.ndarray:

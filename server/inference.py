@@ -8,16 +8,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnnserve.server.model_manager import ModelManager, ServedVersion
-from cnnserve.server.tensors import WireTensor, check_shape, classification, decode_tensor
+from cnnserve.server.tensors import WireTensor, check_shape, decode_tensor
+from cnnserve.server.topk import classification_tensor
 from cnnserve.service.errors import InvalidArgument
 
 
 @dataclass(frozen=True)
 class RequestedOutput:
-    """An output the caller asked for; ``classification`` > 0 asks for the top k classes instead."""
+    """An output the caller asked for; ``classification`` (k, at least 1) asks for its top k classes instead."""
 
     name: str
-    classification: int = 0
+    classification: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,16 @@ class InferenceHandler:
     def __init__(self, models: ModelManager) -> None:
         self.models = models
 
-    def prepare(self, request: InferRequest) -> tuple[ServedVersion, dict[str, np.ndarray], int]:
-        """Everything that can be checked before queueing: a bad request never reaches its neighbours."""
+    def prepare(self, request: InferRequest) -> tuple[ServedVersion, dict[str, np.ndarray]]:
+        """Everything that can be checked before queueing: a bad request never reaches its neighbours.
+
+        The batch size (1 to max_batch_size, the same for every input) is checked by the batcher's ``submit``,
+        before the request enters the queue.
+        """
         served = self.models.get(request.model_name, request.model_version)
         spec = served.spec
         expected = {t.name: t for t in spec.inputs}
         arrays: dict[str, np.ndarray] = {}
-        batch_sizes = set()
         for tensor in request.inputs:
             model_input = expected.get(tensor.name)
             if model_input is None:
@@ -70,42 +74,36 @@ class InferenceHandler:
                     f"input {tensor.name!r}: datatype {tensor.datatype!r} does not match the model's "
                     f"{model_input.datatype!r}"
                 )
-            batch_sizes.add(check_shape(tensor.name, tensor.shape, model_input.dims, spec.max_batch_size))
+            check_shape(tensor.name, tensor.shape, model_input.dims, spec.batching)
             arrays[tensor.name] = decode_tensor(tensor)
         missing = sorted(set(expected) - set(arrays))
         if missing:
             raise InvalidArgument(f"model {spec.name!r} expects input(s) {missing}, not given")
-        if len(batch_sizes) > 1:
-            raise InvalidArgument(f"inputs disagree on the batch size: {sorted(batch_sizes)}")
         outputs = {t.name for t in spec.outputs}
         for out in request.outputs:
             if out.name not in outputs:
                 raise InvalidArgument(
                     f"unexpected output {out.name!r} for model {spec.name!r}; outputs are {sorted(outputs)}"
                 )
-            if out.classification < 0:
+            if out.classification is not None and out.classification < 1:
                 raise InvalidArgument(f"output {out.name!r}: classification must be >= 1, got {out.classification}")
-        if not spec.batching:
-            arrays = {k: v[None] for k, v in arrays.items()}
-        return served, arrays, batch_sizes.pop()
+        return served, arrays
 
     async def infer(self, request: InferRequest, *, deadline: float | None = None) -> InferResult:
-        served, arrays, _ = self.prepare(request)
+        served, arrays = self.prepare(request)
         results = await served.batcher.submit(arrays, deadline=deadline)
         return self.shape_result(request, served, results)
 
     def shape_result(self, request: InferRequest, served: ServedVersion, results: dict[str, np.ndarray]) -> InferResult:
         spec = served.spec
-        if not spec.batching:
-            results = {k: v[0] for k, v in results.items()}
         wanted = request.outputs or [RequestedOutput(t.name) for t in spec.outputs]
         by_name = {t.name: t for t in spec.outputs}
         result = InferResult(spec.name, spec.version, request.id)
         for out in wanted:
             data = results[out.name]
-            if out.classification:
-                data = classification(data, out.classification, spec.labels)
-                result.outputs.append(OutputTensor(out.name, "BYTES", data))
-            else:
+            if out.classification is None:
                 result.outputs.append(OutputTensor(out.name, by_name[out.name].datatype, data))
+            else:
+                data = classification_tensor(data, out.classification, spec.labels)
+                result.outputs.append(OutputTensor(out.name, "BYTES", data))
         return result

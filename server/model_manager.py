@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from cnnserve.repository import (
     ModelConfigError,
     ModelSpec,
@@ -28,7 +26,7 @@ from cnnserve.server.batcher import DynamicBatcher
 from cnnserve.server.runtime import OnnxModel
 from cnnserve.server.settings import ServerSettings
 from cnnserve.server.stats import ModelStats
-from cnnserve.service.errors import NotFound, Unavailable
+from cnnserve.service.errors import InvalidArgument, NotFound, ServingError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +53,6 @@ class ModelEntry:
     @property
     def latest(self) -> ServedVersion | None:
         return next(iter(self.versions.values()), None)
-
-
-def _unbatched(run):
-    """Adapt a model without a batch dimension (max_batch_size 0) to the batcher, which batches on axis 0."""
-
-    def run_one(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = run({k: v[0] for k, v in inputs.items()})
-        return {k: v[None] for k, v in outputs.items()}
-
-    return run_one
 
 
 class ModelManager:
@@ -109,7 +97,9 @@ class ModelManager:
                 await self._retire(started.values())
                 entry.reason = f"load failed: {getattr(exc, 'message', exc)}"
                 entry.state = "READY" if entry.versions else "UNAVAILABLE"
-                raise
+                if isinstance(exc, ServingError):
+                    raise
+                raise InvalidArgument(f"failed to load model {name!r}: {exc}") from exc
             old = entry.versions
             entry.versions, entry.state, entry.reason = started, "READY", ""
             log.info("model %s ready, versions %s", name, list(started))
@@ -162,7 +152,11 @@ class ModelManager:
 
     async def close(self) -> None:
         """Drain every batcher (used at shutdown, after the gRPC server stopped accepting)."""
-        await self._retire(v for e in self.models.values() for v in e.versions.values())
+        await self._retire(self.served_versions())
+
+    def served_versions(self) -> list[ServedVersion]:
+        """Every version in service now, model by model (a snapshot: loads and unloads may follow)."""
+        return [v for e in list(self.models.values()) for v in list(e.versions.values())]
 
     def get(self, name: str, version: str = "") -> ServedVersion:
         """The version that serves a request, or NOT_FOUND / UNAVAILABLE with the reason."""
@@ -182,12 +176,29 @@ class ModelManager:
             raise NotFound(f"model {name!r} has no version {version!r}; served versions: {', '.join(entry.versions)}")
         return served
 
+    def check_repository(self, name: str) -> None:
+        """Repository calls may name the repository; this server serves one."""
+        if name and name != self.repository.name:
+            raise NotFound(f"unknown repository {name!r}; this server serves {self.repository.name!r}")
+
+    def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
+        """(name, version, state, reason) of every model in the repository or loaded, a row per served version."""
+        rows = []
+        for name in sorted(set(list_model_names(self.repository)) | set(self.models)):
+            entry = self.models.get(name)
+            if entry is None:
+                if not ready_only:
+                    rows.append((name, "", "UNAVAILABLE", "not loaded"))
+                continue
+            if ready_only and entry.state != "READY":
+                continue
+            rows.extend((name, version, entry.state, entry.reason) for version in list(entry.versions) or [""])
+        return rows
+
     def capacity(self) -> int:
         """How many requests the served versions can hold at once: each queue's bound plus its running batches."""
         return sum(
-            v.batcher.max_queue_size + v.batcher.max_batch_size * v.batcher.instances
-            for e in self.models.values()
-            for v in e.versions.values()
+            v.batcher.max_queue_size + v.batcher.max_batch_size * v.batcher.instances for v in self.served_versions()
         )
 
     def ready(self) -> bool:
@@ -200,9 +211,8 @@ class ModelManager:
         threads = spec.intra_op_threads or self.settings.intra_op_threads  # the model's config.pbtxt wins
         runtime = await asyncio.to_thread(OnnxModel, spec, self.providers, threads)
         stats = ModelStats(name=spec.name, version=spec.version)
-        run = runtime.run if spec.batching else _unbatched(runtime.run)
         batcher = DynamicBatcher(
-            run,
+            runtime.run,
             name=f"{spec.name}:{spec.version}",
             max_batch_size=max(spec.max_batch_size, 1),
             max_queue_delay_s=spec.max_queue_delay_s,
@@ -210,7 +220,8 @@ class ModelManager:
             stats=stats,
             instances=spec.instances,
             preferred_batch_size=spec.preferred_batch_size,
-            batching=self.settings.batching and spec.dynamic_batching and spec.batching,
+            batching=self.settings.batching and spec.dynamic_batching,
+            batch_dimension=spec.batching,
         )
         await batcher.start()
         if self.settings.warmup:
@@ -225,6 +236,3 @@ class ModelManager:
         versions = list(versions)
         if versions:
             await asyncio.gather(*(v.batcher.stop(drain=True) for v in versions), return_exceptions=True)
-
-
-__all__ = ["ModelManager", "ModelEntry", "ServedVersion", "Unavailable"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -115,6 +114,3 @@ class OnnxModel:
             t.name: np.zeros(lead + [d if d > 0 else 1 for d in t.dims], dtype=DATATYPE_TO_NUMPY[t.datatype])
             for t in self.spec.inputs
         }
-
-
-RunBatch = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]

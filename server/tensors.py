@@ -29,27 +29,18 @@ class WireTensor:
     typed: Sequence | None = None  # the values of the datatype's contents field
 
 
-def check_shape(name: str, shape: Sequence[int], expected: Sequence[int], max_batch_size: int) -> int:
-    """Check a request shape against a model tensor; return the batch size (1 for non-batching models).
+def check_shape(name: str, shape: Sequence[int], expected: Sequence[int], batching: bool) -> None:
+    """Check a request shape against a model tensor's dims (without the batch dimension when ``batching``).
 
-    ``expected`` excludes the batch dimension when ``max_batch_size > 0``; -1 in it matches any size >= 1.
+    -1 in ``expected`` matches any size >= 1. The batch size itself is the batcher's rule (``check_samples``).
     """
-    shape = tuple(int(d) for d in shape)
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"input {name!r}: negative dimension in shape {list(shape)}")
-    batching = max_batch_size > 0
     want = ([-1] if batching else []) + list(expected)
     if len(shape) != len(want) or any(w != -1 and s != w for s, w in zip(shape, want, strict=False)):
         raise InvalidArgument(f"input {name!r}: shape {list(shape)} does not match the model's {want}")
-    if any(d == 0 for d in shape):
+    if 0 in shape:
         raise InvalidArgument(f"input {name!r}: shape {list(shape)} has a zero dimension (empty batch)")
-    if not batching:
-        return 1
-    if shape[0] > max_batch_size:
-        raise InvalidArgument(
-            f"input {name!r}: batch size {shape[0]} exceeds the model's max_batch_size {max_batch_size}"
-        )
-    return shape[0]
 
 
 def decode_tensor(t: WireTensor) -> np.ndarray:
@@ -82,18 +73,3 @@ def decode_tensor(t: WireTensor) -> np.ndarray:
         if values.min() < info.min or values.max() > info.max:
             raise InvalidArgument(f"input {t.name!r}: contents out of range for {t.datatype}")
     return values.astype(dtype, copy=False).reshape(t.shape)
-
-
-def classification(probabilities: np.ndarray, k: int, labels: Sequence[str]) -> np.ndarray:
-    """Triton's classification extension: the top k of each row as b"score:index:label", best first."""
-    classes = probabilities.shape[-1]
-    if k > classes:
-        raise InvalidArgument(f"classification k={k} is larger than the model's {classes} classes")
-    flat = probabilities.reshape(-1, classes)
-    top = np.argsort(-flat, axis=1, kind="stable")[:, :k]
-    rows = []
-    for row, idx in zip(flat, top, strict=True):
-        for i in idx:
-            label = labels[i] if i < len(labels) else ""
-            rows.append(f"{row[i]:f}:{i}:{label}".encode() if label else f"{row[i]:f}:{i}".encode())
-    return np.array(rows, dtype=object).reshape(*probabilities.shape[:-1], k)

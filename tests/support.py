@@ -21,8 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "data" / "mnist-8k.npz"
 
 
-def tiny_onnx(path: Path, *, height: int = 28, width: int = 28, channels: int = 1, classes: int = 10, seed: int = 0):
-    """A real ONNX classifier: uint8 NHWC images -> x/255 -> dense -> softmax, with a dynamic batch."""
+def tiny_onnx(
+    path: Path,
+    *,
+    height: int = 28,
+    width: int = 28,
+    channels: int = 1,
+    classes: int = 10,
+    seed: int = 0,
+    batch_dimension: bool = True,
+):
+    """A real ONNX classifier: uint8 NHWC images -> x/255 -> dense -> softmax, with a dynamic batch (or, without
+    ``batch_dimension``, one image [H, W, C] -> probabilities [K], as Triton's max_batch_size 0 describes)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -36,19 +46,23 @@ def tiny_onnx(path: Path, *, height: int = 28, width: int = 28, channels: int = 
         helper.make_node("Reshape", ["xs", "flat"], ["xf"]),
         helper.make_node("MatMul", ["xf", "w"], ["logits0"]),
         helper.make_node("Add", ["logits0", "b"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        helper.make_node("Softmax", ["logits"], ["scores" if not batch_dimension else "probabilities"], axis=-1),
     ]
+    if not batch_dimension:
+        nodes.append(helper.make_node("Reshape", ["scores", "classes"], ["probabilities"]))
     inits = [
         numpy_helper.from_array(np.array(255.0, dtype=np.float32), "scale"),
         numpy_helper.from_array(np.array([-1, features], dtype=np.int64), "flat"),
+        numpy_helper.from_array(np.array([classes], dtype=np.int64), "classes"),
         numpy_helper.from_array(weights, "w"),
         numpy_helper.from_array(bias, "b"),
     ]
+    lead = ["batch"] if batch_dimension else []
     graph = helper.make_graph(
         nodes,
         "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["batch", height, width, channels])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes])],
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, [*lead, height, width, channels])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [*lead, classes])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -74,7 +88,7 @@ def write_model(
     """A model folder of the repository contract: config.pbtxt, labels.txt, VERSION/model.onnx, metadata.json."""
 
     folder = repo / name
-    tiny_onnx(folder / str(version) / "model.onnx", classes=classes, seed=seed)
+    tiny_onnx(folder / str(version) / "model.onnx", classes=classes, seed=seed, batch_dimension=max_batch_size > 0)
     queue = f" default_queue_policy {{ max_queue_size: {queue_size} }}" if queue_size else ""
     (folder / "config.pbtxt").write_text(
         f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'

@@ -1,6 +1,6 @@
 """The one place where serving failures get their gRPC status codes.
 
-Handlers raise these plain exceptions; the transport layer (``cnnserve.service.rpc.guarded``) turns them into
+Handlers raise these plain exceptions; the transport layer (``cnnserve.service.rpc.rpc``) turns them into
 ``context.abort(code, message)``. Messages say what was received and what was expected, so the caller can
 fix the request without reading server logs.
 """

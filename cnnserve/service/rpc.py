@@ -1,19 +1,26 @@
-"""What every gRPC servicer of the server and the sidecar shares: handler failures turned into statuses, deadlines."""
+"""The one place where a servicer call's outcome becomes a gRPC status, for the server and the sidecar alike.
+
+    class InferenceServicer(...):
+        @rpc
+        async def ModelInfer(self, request, context): ...
+
+A ServingError is answered with its own code and message; any other exception is logged in full and
+answered INTERNAL with a request id, never with its text. Every outcome is counted in ``self.metrics``
+under the method's name.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import grpc
 
 from cnnserve.service.errors import ServingError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
@@ -24,27 +31,36 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     return asyncio.get_running_loop().time() + remaining
 
 
-async def guarded(context: grpc.aio.ServicerContext, method: str, metrics, call: Callable[[], Awaitable[T]]) -> T:
-    """Run a handler; map ServingError to its status, anything else to INTERNAL with a request id."""
-    try:
-        result = await call()
-    except ServingError as exc:
-        metrics.request(method, exc.code.name)
-        await context.abort(exc.code, exc.message)
-        raise  # unreachable: abort raises
-    except asyncio.CancelledError:  # the caller went away or its deadline passed
-        metrics.request(method, "CANCELLED")
-        raise
-    except grpc.aio.AbortError:
-        raise
-    except Exception:
-        request_id = uuid.uuid4().hex[:12]
-        log.exception("%s failed unexpectedly (request id %s)", method, request_id)
-        metrics.request(method, "INTERNAL")
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error; request id {request_id} is in the server log")
-        raise
-    metrics.request(method, "OK")
-    return result
+def failure(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a failed call is answered with (an unexpected one is logged here)."""
+    if isinstance(exc, ServingError):
+        return exc.code, exc.message
+    request_id = uuid.uuid4().hex[:12]
+    log.error("%s failed unexpectedly (request id %s)", method, request_id, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error; request id {request_id} is in the server log"
+
+
+def rpc(handler):
+    """Wrap a unary servicer method ``async def Name(self, request, context)``: statuses and counts."""
+    method = handler.__name__
+
+    @functools.wraps(handler)
+    async def call(self, request, context):
+        try:
+            result = await handler(self, request, context)
+        except asyncio.CancelledError:  # the caller went away or its deadline passed
+            self.metrics.request(method, "CANCELLED")
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = failure(method, exc)
+            self.metrics.request(method, code.name)
+            await context.abort(code, message)
+        self.metrics.request(method, "OK")
+        return result
+
+    return call
 
 
 def refusing_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:

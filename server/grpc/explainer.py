@@ -6,7 +6,7 @@ from cnnserve._proto.cnnserve.v1 import explainer_pb2 as pb
 from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc
 from cnnserve.server.explainer import ExplainerHandler
 from cnnserve.server.metrics import ServerMetrics
-from cnnserve.service.rpc import guarded
+from cnnserve.service.rpc import rpc
 
 # The caller's metadata that travels on to the sidecar: its bearer token, which the sidecar checks too.
 FORWARDED_METADATA = frozenset({"authorization"})
@@ -21,18 +21,18 @@ class ExplainerServicer(pb_grpc.ExplainerServicer):
         metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if k in FORWARDED_METADATA)
         return await self.handler.forward(method, request, timeout=context.time_remaining(), metadata=metadata)
 
+    @rpc
     async def Heatmap(self, request: pb.HeatmapRequest, context) -> pb.HeatmapResponse:
-        return await guarded(context, "Heatmap", self.metrics, lambda: self._forward("Heatmap", request, context))
+        return await self._forward("Heatmap", request, context)
 
+    @rpc
     async def Activations(self, request: pb.ActivationsRequest, context) -> pb.ActivationsResponse:
-        return await guarded(
-            context, "Activations", self.metrics, lambda: self._forward("Activations", request, context)
-        )
+        return await self._forward("Activations", request, context)
 
+    @rpc
     async def FilterPatterns(self, request: pb.FilterPatternsRequest, context) -> pb.FilterPatternsResponse:
-        return await guarded(
-            context, "FilterPatterns", self.metrics, lambda: self._forward("FilterPatterns", request, context)
-        )
+        return await self._forward("FilterPatterns", request, context)
 
+    @rpc
     async def ListLayers(self, request: pb.ListLayersRequest, context) -> pb.ListLayersResponse:
-        return await guarded(context, "ListLayers", self.metrics, lambda: self._forward("ListLayers", request, context))
+        return await self._forward("ListLayers", request, context)

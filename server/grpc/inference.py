@@ -1,26 +1,20 @@
-"""The KServe v2 / Triton gRPC servicer: protobuf <-> plain values, nothing else."""
+"""The KServe v2 / Triton gRPC servicer: protobuf <-> plain values around the inference handler, nothing else."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
-
-import grpc
 
 from cnnserve import __version__
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.protocol import CONTENTS_FIELD, serialize_bytes
-from cnnserve.repository import list_model_names
 from cnnserve.server.inference import InferenceHandler, InferRequest, InferResult, RequestedOutput
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.tensors import WireTensor
 from cnnserve.service.errors import InvalidArgument, NotFound, ServingError
-from cnnserve.service.rpc import deadline_of, guarded
-
-log = logging.getLogger(__name__)
+from cnnserve.service.rpc import deadline_of, failure, rpc
 
 SERVER_NAME = "cnnserve"
 EXTENSIONS = ["classification", "model_configuration", "model_repository", "statistics", "schedule_policy"]
@@ -55,17 +49,15 @@ def to_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
     return InferRequest(msg.model_name, msg.model_version, msg.id, tensors, outputs)
 
 
-def _classification(out: pb.ModelInferRequest.InferRequestedOutputTensor) -> int:
+def _classification(out: pb.ModelInferRequest.InferRequestedOutputTensor) -> int | None:
+    """The integer of the ``classification`` parameter (its range is the handler's rule), None when absent."""
     if "classification" not in out.parameters:
-        return 0
+        return None
     param = out.parameters["classification"]
     kind = param.WhichOneof("parameter_choice")
     if kind not in ("int64_param", "uint64_param"):
         raise InvalidArgument(f"output {out.name!r}: parameter 'classification' must be an integer, got {kind}")
-    k = getattr(param, kind)
-    if k < 1:
-        raise InvalidArgument(f"output {out.name!r}: classification must be >= 1, got {k}")
-    return k
+    return getattr(param, kind)
 
 
 def to_infer_response(result: InferResult) -> pb.ModelInferResponse:
@@ -94,50 +86,44 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=self.state.ready and self.models.ready())
 
+    @rpc
     async def ModelReady(self, request, context):
-        async def call():
-            try:
-                self.models.get(request.name, request.version)
-            except NotFound:
-                raise
-            except ServingError:
-                return pb.ModelReadyResponse(ready=False)
-            return pb.ModelReadyResponse(ready=self.state.ready)
-
-        return await guarded(context, "ModelReady", self.metrics, call)
+        try:
+            self.models.get(request.name, request.version)
+        except NotFound:
+            raise
+        except ServingError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self.state.ready)
 
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
+    @rpc
     async def ModelMetadata(self, request, context):
-        async def call():
-            served = self.models.get(request.name, request.version)
-            spec = served.spec
-            entry = self.models.models[spec.name]
-            response = pb.ModelMetadataResponse(name=spec.name, versions=list(entry.versions), platform=spec.platform)
-            for t in spec.inputs:
-                response.inputs.add(name=t.name, datatype=t.datatype, shape=spec.full_shape(t))
-            for t in spec.outputs:
-                response.outputs.add(name=t.name, datatype=t.datatype, shape=spec.full_shape(t))
-            return response
+        spec = self.models.get(request.name, request.version).spec
+        versions = list(self.models.models[spec.name].versions)
+        response = pb.ModelMetadataResponse(name=spec.name, versions=versions, platform=spec.platform)
+        for t in spec.inputs:
+            response.inputs.add(name=t.name, datatype=t.datatype, shape=spec.full_shape(t))
+        for t in spec.outputs:
+            response.outputs.add(name=t.name, datatype=t.datatype, shape=spec.full_shape(t))
+        return response
 
-        return await guarded(context, "ModelMetadata", self.metrics, call)
-
+    @rpc
     async def ModelConfig(self, request, context):
-        async def call():
-            return pb.ModelConfigResponse(config=self.models.get(request.name, request.version).spec.config)
+        return pb.ModelConfigResponse(config=self.models.get(request.name, request.version).spec.config)
 
-        return await guarded(context, "ModelConfig", self.metrics, call)
-
+    @rpc
     async def ModelInfer(self, request, context):
-        async def call():
-            result = await self.handler.infer(to_infer_request(request), deadline=deadline_of(context))
-            return to_infer_response(result)
-
-        return await guarded(context, "ModelInfer", self.metrics, call)
+        result = await self.handler.infer(to_infer_request(request), deadline=deadline_of(context))
+        return to_infer_response(result)
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests of one stream run concurrently (so they batch); answers come in completion order."""
+        """Requests of one stream run concurrently (so they batch); answers come in completion order.
+
+        A failed request is answered in the stream (``error_message``), which stays open for the others.
+        """
         done: asyncio.Queue = asyncio.Queue()
         window = asyncio.Semaphore(_STREAM_WINDOW)
         tasks: set[asyncio.Task] = set()
@@ -147,13 +133,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 result = await self.handler.infer(to_infer_request(msg))
                 await done.put(pb.ModelStreamInferResponse(infer_response=to_infer_response(result)))
                 self.metrics.request("ModelStreamInfer", "OK")
-            except ServingError as exc:
-                self.metrics.request("ModelStreamInfer", exc.code.name)
-                await done.put(pb.ModelStreamInferResponse(error_message=exc.message))
-            except Exception:
-                log.exception("stream request %r failed", msg.id)
-                self.metrics.request("ModelStreamInfer", "INTERNAL")
-                await done.put(pb.ModelStreamInferResponse(error_message="internal error"))
+            except Exception as exc:
+                code, message = failure("ModelStreamInfer", exc)
+                self.metrics.request("ModelStreamInfer", code.name)
+                await done.put(pb.ModelStreamInferResponse(error_message=message))
             finally:
                 window.release()
 
@@ -175,63 +158,32 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             for task in list(tasks):
                 task.cancel()
 
+    @rpc
     async def ModelStatistics(self, request, context):
-        async def call():
-            response = pb.ModelStatisticsResponse()
-            if request.name:
-                served = [self.models.get(request.name, request.version)]
-            else:
-                served = [v for e in self.models.models.values() for v in e.versions.values()]
-            for version in served:
-                response.model_stats.append(_statistics(version))
-            return response
+        if request.name:
+            served = [self.models.get(request.name, request.version)]
+        else:
+            served = self.models.served_versions()
+        return pb.ModelStatisticsResponse(model_stats=[_statistics(version) for version in served])
 
-        return await guarded(context, "ModelStatistics", self.metrics, call)
-
+    @rpc
     async def RepositoryIndex(self, request, context):
-        async def call():
-            response = pb.RepositoryIndexResponse()
-            names = sorted(set(list_model_names(self.models.repository)) | set(self.models.models))
-            for name in names:
-                entry = self.models.models.get(name)
-                if entry is None:
-                    if not request.ready:
-                        response.models.add(name=name, state="UNAVAILABLE", reason="not loaded")
-                    continue
-                if request.ready and entry.state != "READY":
-                    continue
-                versions = list(entry.versions) or [""]
-                for version in versions:
-                    response.models.add(name=name, version=version, state=entry.state, reason=entry.reason)
-            return response
+        response = pb.RepositoryIndexResponse()
+        for name, version, state, reason in self.models.index(ready_only=request.ready):
+            response.models.add(name=name, version=version, state=state, reason=reason)
+        return response
 
-        return await guarded(context, "RepositoryIndex", self.metrics, call)
-
+    @rpc
     async def RepositoryModelLoad(self, request, context):
-        async def call():
-            _check_repository(request.repository_name, self.models)
-            try:
-                await self.models.load(request.model_name)
-            except ServingError:
-                raise
-            except Exception as exc:
-                raise InvalidArgument(f"failed to load model {request.model_name!r}: {exc}") from exc
-            return pb.RepositoryModelLoadResponse()
+        self.models.check_repository(request.repository_name)
+        await self.models.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
 
-        return await guarded(context, "RepositoryModelLoad", self.metrics, call)
-
+    @rpc
     async def RepositoryModelUnload(self, request, context):
-        async def call():
-            _check_repository(request.repository_name, self.models)
-            await self.models.unload(request.model_name)
-            return pb.RepositoryModelUnloadResponse()
-
-        return await guarded(context, "RepositoryModelUnload", self.metrics, call)
-
-
-def _check_repository(name: str, models: ModelManager) -> None:
-    if name and name != models.repository.name:
-        raise NotFound(f"unknown repository {name!r}; this server serves {models.repository.name!r}")
+        self.models.check_repository(request.repository_name)
+        await self.models.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
 
 def _statistics(version) -> pb.ModelStatistics:
@@ -252,6 +204,3 @@ def _statistics(version) -> pb.ModelStatistics:
             d = getattr(b, field)
             getattr(entry, field).CopyFrom(pb.StatisticDuration(count=d.count, ns=d.ns))
     return stats
-
-
-__all__ = ["InferenceServicer", "to_infer_request", "to_infer_response", "grpc"]
