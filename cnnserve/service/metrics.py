@@ -29,6 +29,11 @@ class RequestMetrics:
             child = self._children[(method, code)] = self._requests.labels(method, code)
         child.inc()
 
+    def count(self, method: str, code: str) -> int:
+        """How many ``method`` calls were answered ``code`` so far."""
+        value = self.registry.get_sample_value("cnnserve_requests_total", {"method": method, "code": code})
+        return int(value or 0)
+
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP endpoint; returns the bound port."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)

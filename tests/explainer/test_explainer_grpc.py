@@ -9,7 +9,6 @@ tests/test_explainer_maps.py's job.
 from __future__ import annotations
 
 import io
-import time
 
 import grpc
 import numpy as np
@@ -225,18 +224,21 @@ def test_errors_have_codes_and_say_what_is_valid(main_server, call, code, words)
 
 
 def test_deadline_reaches_the_sidecar(main_server):
-    # 16 filters x 500 steps take about 3 s here; the caller gives 0.5 s. The sidecar must stop the ascent
-    # at the propagated deadline, so its single worker is free for the next call at once.
+    """16 filters x 500 steps take seconds; the caller gives 0.5 s. The sidecar must stop the ascent at the
+    propagated deadline: had it run on, its single worker would finish and cache all 16 patterns before the
+    next call on that worker, which would then find filter 0 cached."""
     slow = pb.FilterPatternsRequest(model_name="digits", layer="conv2", filters=list(range(16)), steps=500, seed=11)
     with CnnserveClient(main_server.address) as client:
         stub = pb_grpc.ExplainerStub(client.channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.FilterPatterns(slow, timeout=0.5)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        started = time.monotonic()
+        again = pb.FilterPatternsRequest(model_name="digits", layer="conv2", filters=[0], steps=500, seed=11)
+        (pattern,) = stub.FilterPatterns(again, timeout=TIMEOUT).patterns
+        assert not pattern.cached  # computed now: the abandoned ascent stored nothing
+        assert stub.FilterPatterns(again, timeout=TIMEOUT).patterns[0].cached  # and the cache does work
         quick = pb.HeatmapRequest(model_name="digits", images=[image_message(np.zeros((28, 28), np.uint8))])
-        stub.Heatmap(quick, timeout=TIMEOUT)
-        assert time.monotonic() - started < 1.5
+        assert stub.Heatmap(quick, timeout=TIMEOUT).results
 
 
 def test_sidecar_health_and_reflection(sidecar):
@@ -264,13 +266,15 @@ def test_sidecar_down_then_back(repo, digits_x):
             stub = pb_grpc.ExplainerStub(client.channel)
             assert stub.Heatmap(heatmap, timeout=TIMEOUT).results[0].heatmap.data
             side.kill()
-            for _ in range(3):
-                started = time.monotonic()
+            metrics = server.server.metrics
+            for attempt in range(1, 4):
+                # Refused by the forwarder itself (no connection within its connect timeout, or the connection
+                # lost), not left to run into the caller's deadline.
                 with pytest.raises(grpc.RpcError) as info:
                     stub.Heatmap(heatmap, timeout=TIMEOUT)
-                assert time.monotonic() - started < 1.0
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert "explainer" in info.value.details() and "unreachable" in info.value.details()
+                assert metrics.count("Heatmap", "UNAVAILABLE") == attempt
                 classified = client.classify("digits", [png_bytes(digits_x[0])], top_k=1)
                 assert len(classified.results[0].predictions) == 1
 
@@ -285,11 +289,9 @@ def test_sidecar_down_then_back(repo, digits_x):
         with channel:
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-            started = time.monotonic()
             side.proc.terminate()
-            # Ends cleanly (the stock servicer's stream would be cut with CANCELLED when the grace ran out).
+            # Ends cleanly: the stock servicer's stream would be cut with CANCELLED when the grace ran out.
             assert [r.status for r in watch] == [health_pb2.HealthCheckResponse.NOT_SERVING]
-            assert time.monotonic() - started < 4.0
             assert side.proc.wait(30) == 0
     finally:
         server.stop()

@@ -32,8 +32,8 @@ def reference(model_repo, name: str, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {"images": batch})[0]
 
 
-def test_health_liveness_metadata_and_reflection(server):
-    with CnnserveClient(server.address) as client:
+def test_health_liveness_metadata_and_reflection(shared_server):
+    with CnnserveClient(shared_server.address) as client:
         assert client.inference.ServerLive(pb.ServerLiveRequest(), timeout=TIMEOUT).live
         assert client.inference.ServerReady(pb.ServerReadyRequest(), timeout=TIMEOUT).ready
         assert client.inference.ModelReady(pb.ModelReadyRequest(name="tiny"), timeout=TIMEOUT).ready
@@ -57,35 +57,35 @@ def test_health_liveness_metadata_and_reflection(server):
         assert {"inference.GRPCInferenceService", "cnnserve.v1.ImageService", "grpc.health.v1.Health"} <= names
 
 
-def test_model_infer_matches_onnxruntime(server, model_repo, digits):
+def test_model_infer_matches_onnxruntime(shared_server, shared_repo, digits):
     x, _ = digits
     batch = x[:5, :, :, None]
-    with CnnserveClient(server.address) as client:
+    with CnnserveClient(shared_server.address) as client:
         got = client.infer("tiny", {"images": batch})["probabilities"]
-    np.testing.assert_allclose(got, reference(model_repo, "tiny", batch), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got, reference(shared_repo, "tiny", batch), rtol=1e-6, atol=1e-7)
     assert got.shape == (5, 10)
 
 
-def test_typed_contents_give_the_same_answer_as_raw(server, digits):
+def test_typed_contents_give_the_same_answer_as_raw(shared_server, digits):
     x, _ = digits
     batch = x[10:12, :, :, None]
     request = pb.ModelInferRequest(model_name="tiny")
     tensor = request.inputs.add(name="images", datatype="UINT8", shape=batch.shape)
     tensor.contents.uint_contents.extend(batch.ravel().tolist())
-    with CnnserveClient(server.address) as client:
+    with CnnserveClient(shared_server.address) as client:
         typed = client.inference.ModelInfer(request, timeout=TIMEOUT)
         raw = client.infer("tiny", {"images": batch})["probabilities"]
     got = np.frombuffer(typed.raw_output_contents[0], dtype=np.float32).reshape(2, 10)
     np.testing.assert_array_equal(got, raw)
 
 
-def test_classification_extension_returns_top_k_as_bytes(server, digits):
+def test_classification_extension_returns_top_k_as_bytes(shared_server, digits):
     x, _ = digits
     batch = x[:3, :, :, None]
     request = infer_request("tiny", batch, id="req-7")
     out = request.outputs.add(name="probabilities")
     out.parameters["classification"].int64_param = 3
-    with CnnserveClient(server.address) as client:
+    with CnnserveClient(shared_server.address) as client:
         response = client.inference.ModelInfer(request, timeout=TIMEOUT)
         probabilities = client.infer("tiny", {"images": batch})["probabilities"]
     assert response.id == "req-7"
@@ -237,17 +237,17 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
-def test_bad_requests_get_precise_statuses_and_the_server_keeps_serving(server, case):
+def test_bad_requests_get_precise_statuses_and_the_server_keeps_serving(shared_server, case):
     mutate, code, fragment = BAD_REQUESTS[case]
-    with CnnserveClient(server.address) as client:
+    with CnnserveClient(shared_server.address) as client:
         got_code, details = _status(client.inference.ModelInfer, _bad(mutate), timeout=TIMEOUT)
         assert (got_code.name, fragment in details) == (code, True), details
         assert client.infer("tiny", {"images": np.zeros((1, 28, 28, 1), np.uint8)})["probabilities"].shape == (1, 10)
 
 
-def test_classify_png_images_matches_tensor_inference(server, digits):
+def test_classify_png_images_matches_tensor_inference(shared_server, digits):
     x, _ = digits
-    with CnnserveClient(server.address) as client:
+    with CnnserveClient(shared_server.address) as client:
         response = client.classify("tiny", [png_bytes(x[i]) for i in range(4)], top_k=2)
         probabilities = client.infer("tiny", {"images": x[:4, :, :, None]})["probabilities"]
     assert [r.id for r in response.results] == ["0", "1", "2", "3"]
@@ -280,21 +280,21 @@ def _bomb_png() -> bytes:
     ],
     ids=["empty", "not-an-image", "truncated", "bomb"],
 )
-def test_classify_bad_images(server, data, fragment):
-    with CnnserveClient(server.address) as client:
+def test_classify_bad_images(shared_server, data, fragment):
+    with CnnserveClient(shared_server.address) as client:
         code, details = _status(client.classify, "tiny", [png_bytes(np.zeros((28, 28), np.uint8)), data])
         assert code == grpc.StatusCode.INVALID_ARGUMENT and fragment in details, details
         assert client.classify("tiny", [png_bytes(np.zeros((28, 28), np.uint8))]).results
 
 
-def test_classify_refuses_other_formats_and_models_without_metadata(server):
+def test_classify_refuses_other_formats_and_models_without_metadata(shared_server):
     import io
 
     from PIL import Image
 
     gif = io.BytesIO()
     Image.new("L", (28, 28)).save(gif, format="GIF")
-    with CnnserveClient(server.address) as client:
+    with CnnserveClient(shared_server.address) as client:
         code, details = _status(client.classify, "tiny", [gif.getvalue()])
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "GIF" in details
         code, details = _status(client.classify, "nometa", [png_bytes(np.zeros((28, 28), np.uint8))])
@@ -303,12 +303,47 @@ def test_classify_refuses_other_formats_and_models_without_metadata(server):
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_batch_size 8" in details
 
 
-def test_color_and_odd_sized_images_are_converted(server):
-    with CnnserveClient(server.address) as client:
-        rgb = np.zeros((40, 30, 3), np.uint8)
-        rgb[10:30, 10:20] = 255
-        response = client.classify("tiny", [png_bytes(rgb)], top_k=1)
-    assert len(response.results[0].predictions) == 1
+def test_color_and_odd_sized_images_are_converted(shared_server):
+    """Colour, odd sizes and alpha are converted as metadata.json says (grayscale, bilinear to 28x28): the
+    predictions equal ModelInfer's on the image converted that way by hand."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    rgb[10:30, 10:20] = 255
+    gray = rng.integers(0, 255, (17, 50), dtype=np.uint8)
+    rgba = np.dstack([rgb[:28, :28], np.full((28, 28), 128, np.uint8)])
+    with CnnserveClient(shared_server.address) as client:
+        for picture in (rgb, gray, rgba):
+            expected = Image.fromarray(picture).convert("L")
+            if expected.size != (28, 28):
+                expected = expected.resize((28, 28), Image.Resampling.BILINEAR)
+            tensor = np.asarray(expected, dtype=np.uint8)[None, :, :, None]
+            probabilities = client.infer("tiny", {"images": tensor})["probabilities"][0]
+            (result,) = client.classify("tiny", [png_bytes(picture)], top_k=10).results
+            assert [p.index for p in result.predictions] == list(np.argsort(-probabilities, kind="stable"))
+            np.testing.assert_allclose([p.score for p in result.predictions], np.sort(probabilities)[::-1], atol=1e-6)
+
+
+def test_a_model_without_a_batch_dimension_serves_tensors_and_images(shared_server, shared_repo, digits):
+    """max_batch_size 0: ModelInfer takes [28, 28, 1] and answers [10]; Classify takes exactly one image."""
+    x, _ = digits
+    with CnnserveClient(shared_server.address) as client:
+        meta = client.inference.ModelMetadata(pb.ModelMetadataRequest(name="single"), timeout=TIMEOUT)
+        assert [list(t.shape) for t in meta.inputs] == [[28, 28, 1]]
+        got = client.infer("single", {"images": x[0, :, :, None]})["probabilities"]
+        np.testing.assert_allclose(got, reference(shared_repo, "single", x[0, :, :, None]), rtol=1e-6, atol=1e-7)
+        assert got.shape == (10,)
+        request = infer_request("single", x[0, :, :, None])
+        request.outputs.add(name="probabilities").parameters["classification"].int64_param = 2
+        response = client.inference.ModelInfer(request, timeout=TIMEOUT)
+        assert list(response.outputs[0].shape) == [2]
+        (result,) = client.classify("single", [png_bytes(x[0])], top_k=2).results
+        assert [p.index for p in result.predictions] == list(np.argsort(-got)[:2])
+        code, details = _status(client.classify, "single", [png_bytes(x[0])] * 2)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "2 samples, expected 1 to 1" in details
+        code, details = _status(client.infer, "single", {"images": x[:1, :, :, None]})
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "does not match the model's [28, 28, 1]" in details
 
 
 def test_repository_index_load_and_unload(server, model_repo):
@@ -342,11 +377,11 @@ def test_metrics_endpoint_reports_requests_and_batches(server, digits):
     assert 'cnnserve_batch_executions_total{batch_size="3",model="tiny",version="1"} 1.0' in text
 
 
-def test_stream_infer_answers_every_request(server, digits):
+def test_stream_infer_answers_every_request(shared_server, digits):
     x, _ = digits
     requests = [infer_request("tiny", x[i : i + 1, :, :, None], id=str(i)) for i in range(6)]
     requests.append(infer_request("nope", x[:1, :, :, None], id="bad"))
-    with CnnserveClient(server.address) as client:
+    with CnnserveClient(shared_server.address) as client:
         answers = list(client.inference.ModelStreamInfer(iter(requests), timeout=TIMEOUT))
     ok = sorted(a.infer_response.id for a in answers if not a.error_message)
     errors = [a.error_message for a in answers if a.error_message]
