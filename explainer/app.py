@@ -15,14 +15,12 @@ import asyncio
 import logging
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc
 from cnnserve.explainer.handler import ExplainerHandler
 from cnnserve.explainer.servicer import ExplainerServicer
 from cnnserve.explainer.settings import ExplainerSettings
-from cnnserve.service.access import interceptors, server_credentials
+from cnnserve.service.bootstrap import SERVING, access_summary, build_server, report, start_server
 from cnnserve.service.health import HealthService
 from cnnserve.service.metrics import RequestMetrics
 
@@ -45,40 +43,18 @@ class ExplainerServer:
 
     async def start(self) -> int:
         s = self.settings
-        credentials = server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", s.max_message_bytes),
-                ("grpc.max_send_message_length", s.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-            interceptors=interceptors(s.auth_token_file, s.auth_tokens),
-        )
+        server = build_server(s, [("grpc.so_reuseport", 0)])
         explainer_pb2_grpc.add_ExplainerServicer_to_server(ExplainerServicer(self.handler, self.metrics), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        address = f"{s.host}:{s.grpc_port}"
-        if credentials is None:
-            self.grpc_port = server.add_insecure_port(address)
-        else:
-            self.grpc_port = server.add_secure_port(address, credentials)
-        if self.grpc_port == 0:
-            raise OSError(f"could not bind gRPC port {s.host}:{s.grpc_port}")
-        await server.start()
+        self.grpc_port = await start_server(server, s, self.health, (SERVICE_NAME,))
         self._server = server
         await self.handler.load()
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await report(self.health, (SERVICE_NAME,), SERVING)
         log.info(
-            "explainer serving %d model(s) on %s:%d (%s%s)",
+            "explainer serving %d model(s) on %s:%d (%s)",
             len(self.handler.table.models),
             s.host,
             self.grpc_port,
-            "plaintext" if credentials is None else "TLS" if s.tls_client_ca is None else "mutual TLS",
-            ", bearer tokens" if s.auth_token_file or s.auth_tokens else "",
+            access_summary(s),
         )
         return self.grpc_port
 

@@ -7,11 +7,9 @@ Nothing here imports TensorFlow at import time: only the command does, inside it
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
-log = logging.getLogger("cnnserve.explainer")
+from cnnserve.service.bootstrap import print_ready, run_loop, serve_until_signal
 
 
 def add_explainer_parsers(sub) -> None:
@@ -36,26 +34,9 @@ def add_explainer_parsers(sub) -> None:
 
 
 def _run_explainer(args) -> int:
-    import asyncio
-    import signal
-
     from cnnserve.explainer.app import ExplainerServer  # imports TensorFlow
     from cnnserve.explainer.settings import ExplainerSettings
 
-    fields = ExplainerSettings.model_fields
-    settings = ExplainerSettings(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-
-    async def run() -> None:
-        server = ExplainerServer(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await server.start()
-        print(json.dumps({"event": "ready", "grpc_port": server.grpc_port}), flush=True)
-        await stop.wait()
-        log.info("signal received: shutting down (grace %.1fs)", settings.grace_seconds)
-        await server.stop()
-
-    asyncio.run(run())
+    server = ExplainerServer(ExplainerSettings.from_args(args))
+    run_loop(serve_until_signal(server, lambda: print_ready(grpc_port=server.grpc_port)))
     return 0

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from cnnserve.protocol import MAX_MESSAGE_BYTES
+from cnnserve.service.settings import ServiceSettings
 
 
-class ExplainerSettings(BaseSettings):
+class ExplainerSettings(ServiceSettings):
     """Settings of `cnnserve explainer`. Every field can be set as CNNSERVE_EXPLAINER_<FIELD>."""
 
     model_config = SettingsConfigDict(env_prefix="CNNSERVE_EXPLAINER_", extra="forbid")
 
-    model_repository: Path = Field(Path("models"), description="Triton-layout model repository (model.keras files).")
-    host: str = Field("0.0.0.0", description="Address the gRPC server binds.")
     grpc_port: int = Field(8011, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
-    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, gt=0, description="Largest gRPC message in/out.")
+    grace_seconds: float = Field(5.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
     max_images: int = Field(64, gt=0, description="Most images in one Heatmap or Activations request.")
     max_filters: int = Field(64, gt=0, description="Most filters in one FilterPatterns request.")
     max_steps: int = Field(500, gt=0, description="Most gradient-ascent steps in one FilterPatterns request.")
@@ -32,12 +28,3 @@ class ExplainerSettings(BaseSettings):
     max_score_cam_channels: int = Field(512, gt=0, description="Most channels Score-CAM may mask with.")
     default_score_cam_channels: int = Field(64, gt=0, description="Score-CAM channels when a request sets none.")
     pattern_cache_size: int = Field(4096, ge=0, description="Filter patterns kept in the LRU cache; 0 disables.")
-    grace_seconds: float = Field(5.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
-    # Access, as the main server's (cnnserve/service/access.py): health and reflection stay open.
-    tls_cert: Path | None = Field(None, description="PEM certificate chain; with tls_key, serve TLS only.")
-    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
-    tls_client_ca: Path | None = Field(
-        None, description="PEM CA; when set, clients (the main server too) must present certificates it signed."
-    )
-    auth_token_file: Path | None = Field(None, description="File of accepted bearer tokens, one per line.")
-    auth_tokens: str = Field("", description="Comma-separated accepted bearer tokens (prefer the file or a secret).")

@@ -13,8 +13,6 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
 from cnnserve._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -29,7 +27,7 @@ from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.runtime import choose_providers
 from cnnserve.server.settings import ServerSettings
-from cnnserve.service.access import interceptors, server_credentials
+from cnnserve.service.bootstrap import SERVING, access_summary, build_server, report, start_server
 from cnnserve.service.health import HealthService
 
 log = logging.getLogger(__name__)
@@ -86,21 +84,41 @@ class CnnServer:
         log.info("onnxruntime providers: %s", providers)
         self.models = ModelManager(s, providers, on_change=self._size_admission)
         self._size_admission()
-        options = [
-            ("grpc.max_receive_message_length", s.max_message_bytes),
-            ("grpc.max_send_message_length", s.max_message_bytes),
-            # 0 unless --workers: a second server must fail to bind a port in use, not share it silently.
-            ("grpc.so_reuseport", 1 if s.reuse_port else 0),
-            *transport_options(s.max_pending_calls),
-        ]
-        credentials = server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
-        # Only the token check is an interceptor, and only when tokens are configured: draining and admission
-        # are a gate on each servicer (see AdmissionGate), which costs a call far less than an interceptor.
-        server = grpc.aio.server(options=options, interceptors=interceptors(s.auth_token_file, s.auth_tokens))
-        gate = self._gate.gate
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            gate(InferenceServicer(self.models, InferenceHandler(self.models), self.metrics, self.state)), server
+        server = build_server(s, self._transport_options())
+        self._add_servicers(server)
+        self.grpc_port = await start_server(server, s, self.health, SERVICE_NAMES, also_reflected=(EXPLAINER_SERVICE,))
+        self._server = server
+        self.state.live = True
+        if s.metrics_port >= 0:
+            self.metrics.watch_models(self._served_versions)
+            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+        await self.models.load_all()
+        if s.repository_poll_seconds > 0:
+            self._poller = asyncio.create_task(self.models.poll_forever(s.repository_poll_seconds))
+        self.state.ready = True
+        await report(self.health, SERVICE_NAMES, SERVING)
+        log.info(
+            "serving %d model(s) on %s:%d (metrics on %d; %s)",
+            sum(1 for e in self.models.models.values() if e.versions),
+            s.host,
+            self.grpc_port,
+            self.metrics_port,
+            access_summary(s),
         )
+        return self.grpc_port
+
+    def _transport_options(self) -> list[tuple[str, int]]:
+        return [
+            # 0 unless --workers: a second server must fail to bind a port in use, not share it silently.
+            ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0),
+            *transport_options(self.settings.max_pending_calls),
+        ]
+
+    def _add_servicers(self, server: grpc.aio.Server) -> None:
+        """Each service's servicer over its handler, behind the drain gate and the admission limit."""
+        s, gate = self.settings, self._gate.gate
+        inference = InferenceServicer(self.models, InferenceHandler(self.models), self.metrics, self.state)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(gate(inference), server)
         images_pb2_grpc.add_ImageServiceServicer_to_server(
             gate(ImageServicer(ImageHandler(self.models), self.metrics)), server
         )
@@ -115,45 +133,6 @@ class CnnServer:
         explainer_pb2_grpc.add_ExplainerServicer_to_server(
             gate(ExplainerServicer(self.explainer, self.metrics)), server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                EXPLAINER_SERVICE,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        address = f"{s.host}:{s.grpc_port}"
-        if credentials is None:
-            self.grpc_port = server.add_insecure_port(address)
-        else:
-            self.grpc_port = server.add_secure_port(address, credentials)
-        if self.grpc_port == 0:
-            raise OSError(f"could not bind gRPC port {s.host}:{s.grpc_port}")
-        await server.start()
-        self._server = server
-        self.state.live = True
-        if s.metrics_port >= 0:
-            self.metrics.watch_models(self._served_versions)
-            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
-        await self.models.load_all()
-        if s.repository_poll_seconds > 0:
-            self._poller = asyncio.create_task(self.models.poll_forever(s.repository_poll_seconds))
-        self.state.ready = True
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "serving %d model(s) on %s:%d (metrics on %d)",
-            sum(1 for e in self.models.models.values() if e.versions),
-            s.host,
-            self.grpc_port,
-            self.metrics_port,
-        )
-        return self.grpc_port
 
     def _size_admission(self) -> None:
         """The admission limit: the setting, or (0, the default) what the served models' queues can hold."""
@@ -162,9 +141,7 @@ class CnnServer:
         self._gate.limit = configured or max(MIN_ADMISSION_LIMIT, capacity)
 
     def _served_versions(self):
-        if self.models is None:
-            return []
-        return [v for e in list(self.models.models.values()) for v in list(e.versions.values())]
+        return self.models.served_versions() if self.models is not None else []
 
     async def wait(self) -> None:
         """Until the server stops."""

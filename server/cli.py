@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import signal
 from pathlib import Path
 
-log = logging.getLogger("cnnserve.server")
+from cnnserve.service.bootstrap import print_ready, run_loop, serve_until_signal
 
 
 def add_serve_parser(sub) -> None:
@@ -55,33 +51,16 @@ def _serve(args) -> int:
     from cnnserve.server.app import CnnServer
     from cnnserve.server.settings import ServerSettings
 
-    fields = ServerSettings.model_fields
-    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    settings = ServerSettings(**overrides)
-
-    def ready(grpc_port: int, metrics_port: int) -> None:
-        # One machine-readable line, so scripts and tests that bind port 0 learn the ports.
-        print(json.dumps({"event": "ready", "grpc_port": grpc_port, "metrics_port": metrics_port}), flush=True)
-
+    settings = ServerSettings.from_args(args)
     if settings.workers > 1:
-        from cnnserve.server.workers import run_loop, serve_workers
+        from cnnserve.server.workers import serve_workers
 
         run_loop(serve_workers(settings, settings.workers, ready), settings.uvloop)
         return 0
-
-    async def run() -> None:
-        server = CnnServer(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await server.start()
-        ready(server.grpc_port, server.metrics_port)
-        await stop.wait()
-        log.info("signal received: shutting down (grace %.1fs)", settings.grace_seconds)
-        await server.stop()
-
-    from cnnserve.server.workers import run_loop
-
-    run_loop(run(), settings.uvloop)
+    server = CnnServer(settings)
+    run_loop(serve_until_signal(server, lambda: ready(server.grpc_port, server.metrics_port)), settings.uvloop)
     return 0
+
+
+def ready(grpc_port: int, metrics_port: int) -> None:
+    print_ready(grpc_port=grpc_port, metrics_port=metrics_port)

@@ -19,6 +19,7 @@ import signal
 import socket
 
 from cnnserve.server.settings import ServerSettings
+from cnnserve.service.bootstrap import run_loop, serve_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -32,36 +33,20 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_loop(coro, use_uvloop: bool):
-    """asyncio.run, on uvloop when asked for."""
-    factory = None
-    if use_uvloop:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
-
-
 def _worker(settings_json: str, index: int, events: mp.Queue) -> None:
     from cnnserve.server.app import CnnServer
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s worker{index} %(name)s: %(message)s")
     settings = ServerSettings.model_validate_json(settings_json)
 
-    async def run() -> None:
-        server = CnnServer(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, lambda: None)  # the parent decides; it sends SIGTERM
-        await server.start()
+    server = CnnServer(settings)
+
+    def ready() -> None:
         events.put(("ready", index, server.grpc_port, server.metrics_port))
-        await stop.wait()
-        await server.stop()
 
     try:
-        run_loop(run(), settings.uvloop)
+        # SIGINT is the parent's to decide on (it sends SIGTERM to every worker).
+        run_loop(serve_until_signal(server, ready, ignore=(signal.SIGINT,)), settings.uvloop)
     except BaseException as exc:
         events.put(("failed", index, f"{type(exc).__name__}: {exc}", 0))
         raise
