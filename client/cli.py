@@ -20,7 +20,7 @@ import numpy as np
 
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc
 from cnnserve.client import CnnserveClient
-from cnnserve.protocol import HEATMAP_METHOD_ENUMS, from_float_tensor, open_channel
+from cnnserve.protocol import HEATMAP_METHOD_ENUMS, fields_of, from_float_tensor, open_channel
 
 # Explanations of a batch of large images come back as float maps: allow more than the server's limit.
 EXPLAIN_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -160,8 +160,7 @@ def _explain(args) -> int:
 
 def _heatmaps(stub, args) -> int:
     request = explainer_pb2.HeatmapRequest(
-        model_name=args.model,
-        model_version=args.version,
+        **_model(args),
         images=[_image(p) for p in args.images],
         method=HEATMAP_METHOD_ENUMS[args.method],
         layer=args.layer,
@@ -172,87 +171,63 @@ def _heatmaps(stub, args) -> int:
         request.overlay_alpha = args.alpha
     response = stub.Heatmap(request, timeout=args.timeout)
     for path, result in zip(args.images, response.results, strict=True):
-        folder = args.output_dir / path.stem
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "overlay.png").write_bytes(result.overlay_png)
-        np.save(folder / "heatmap.npy", from_float_tensor(result.heatmap))
-        print(
-            json.dumps(
-                {
-                    "image": str(path),
-                    "method": args.method,
-                    "layer": response.layer,
-                    "predicted": {
-                        "class": result.predicted_class,
-                        "label": result.predicted_label,
-                        "score": round(result.predicted_score, 6),
-                    },
-                    "target": {"class": result.target_class, "score": round(result.target_score, 6)},
-                    "overlay": str(folder / "overlay.png"),
-                    "heatmap": str(folder / "heatmap.npy"),
-                }
-            )
-        )
+        predicted = {"class": result.predicted_class, "label": result.predicted_label}
+        line = {"method": args.method, "layer": response.layer, "predicted": predicted}
+        predicted["score"] = round(result.predicted_score, 6)
+        line["target"] = {"class": result.target_class, "score": round(result.target_score, 6)}
+        files = {"overlay.png": result.overlay_png, "heatmap.npy": from_float_tensor(result.heatmap)}
+        _save(args.output_dir, path, files, line, overlay="overlay.png", heatmap="heatmap.npy")
     return 0
 
 
 def _activations(stub, args) -> int:
+    images = [_image(p) for p in args.images]
     request = explainer_pb2.ActivationsRequest(
-        model_name=args.model,
-        model_version=args.version,
-        images=[_image(p) for p in args.images],
-        layer=args.layer,
-        channels=parse_indices(args.channels),
+        **_model(args), images=images, layer=args.layer, channels=parse_indices(args.channels)
     )
     response = stub.Activations(request, timeout=args.timeout)
     for path, result in zip(args.images, response.results, strict=True):
-        folder = args.output_dir / path.stem
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "grid.png").write_bytes(result.grid_png)
-        np.save(folder / "activations.npy", from_float_tensor(result.activations))
-        print(
-            json.dumps(
-                {
-                    "image": str(path),
-                    "layer": response.layer,
-                    "grid": str(folder / "grid.png"),
-                    "channels": len(response.channels),
-                    "dead_channels": list(result.dead_channels),
-                }
-            )
-        )
+        line = {"layer": response.layer, "channels": len(response.channels)}
+        line["dead_channels"] = list(result.dead_channels)
+        files = {"grid.png": result.grid_png, "activations.npy": from_float_tensor(result.activations)}
+        _save(args.output_dir, path, files, line, grid="grid.png")
     return 0
+
+
+def _save(output_dir: Path, image: Path, files: dict, line: dict, **named: str) -> None:
+    """Write ``files`` (bytes, or arrays as .npy) to OUTPUT_DIR/<image>/ and print one JSON line about them,
+    with ``named`` entries pointing at the files of those names."""
+    folder = output_dir / image.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        else:
+            np.save(folder / name, content)
+    print(json.dumps({"image": str(image), **line, **{key: str(folder / name) for key, name in named.items()}}))
 
 
 def _filters(stub, args) -> int:
     request = explainer_pb2.FilterPatternsRequest(
-        model_name=args.model,
-        model_version=args.version,
-        layer=args.layer,
+        **_model(args),
         filters=parse_indices(args.filters),
-        steps=args.steps,
-        step_size=args.step_size,
-        size=args.size,
-        regularized=args.regularized,
-        seed=args.seed,
+        **fields_of(args, "layer", "steps", "step_size", "size", "regularized", "seed"),
     )
     response = stub.FilterPatterns(request, timeout=args.timeout)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     for pattern in response.patterns:
         path = args.output_dir / f"{response.layer}_filter_{pattern.filter}.png"
         path.write_bytes(pattern.png)
-        print(
-            json.dumps(
-                {"filter": pattern.filter, "activation": pattern.activation, "cached": pattern.cached, "png": str(path)}
-            )
-        )
+        print(json.dumps({**fields_of(pattern, "filter", "activation", "cached"), "png": str(path)}))
     return 0
 
 
+def _model(args) -> dict:
+    return {"model_name": args.model, "model_version": args.version}
+
+
 def _layers(stub, args) -> int:
-    response = stub.ListLayers(
-        explainer_pb2.ListLayersRequest(model_name=args.model, model_version=args.version), timeout=args.timeout
-    )
+    response = stub.ListLayers(explainer_pb2.ListLayersRequest(**_model(args)), timeout=args.timeout)
     print(
         f"{response.model_name} version {response.model_version}: input {list(response.input_shape)}, "
         f"default heatmap layer {response.default_heatmap_layer}"

@@ -33,7 +33,7 @@ def _missing(command: str, extra: str, exc: Exception) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnserve", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", dest="debug", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_optional(sub, "cnnserve.training.cli", "add_train_parser", "train", "train")
     _add_optional(sub, "cnnserve.export.cli", "add_export_parser", "export", "train")
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

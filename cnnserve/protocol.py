@@ -104,6 +104,11 @@ HEATMAP_METHODS: dict[int, str] = {
 HEATMAP_METHOD_ENUMS: dict[str, int] = {name: value for value, name in HEATMAP_METHODS.items() if value}
 
 
+def fields_of(source, *names: str) -> dict:
+    """``{name: source.name}`` for each name: between a message and a plain object whose fields share names."""
+    return {name: getattr(source, name) for name in names}
+
+
 def to_float_tensor(array: np.ndarray) -> explainer_pb2.FloatTensor:
     array = np.ascontiguousarray(array, dtype="<f4")
     return explainer_pb2.FloatTensor(shape=list(array.shape), data=array.tobytes())

@@ -14,14 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc
-
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc
 from cnnserve.explainer.handler import ExplainerHandler
 from cnnserve.explainer.servicer import ExplainerServicer
 from cnnserve.explainer.settings import ExplainerSettings
-from cnnserve.service.bootstrap import SERVING, access_summary, build_server, report, start_server
-from cnnserve.service.health import HealthService
+from cnnserve.service.bootstrap import SERVING, GrpcProcess, access_summary, build_server, report, start_server
 from cnnserve.service.metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
@@ -29,17 +26,15 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = explainer_pb2.DESCRIPTOR.services_by_name["Explainer"].full_name
 
 
-class ExplainerServer:
+class ExplainerServer(GrpcProcess):
     """The sidecar. Tests bind port 0 and read ``grpc_port``."""
 
+    name = "explainer"
+
     def __init__(self, settings: ExplainerSettings) -> None:
-        self.settings = settings
-        self.health = HealthService()
+        super().__init__(settings)
         self.metrics = RequestMetrics()  # request counts; the sidecar exports no metrics port
         self.handler = ExplainerHandler(settings)
-        self.grpc_port = 0
-        self._server: grpc.aio.Server | None = None
-        self._stopped = asyncio.Event()
 
     async def start(self) -> int:
         s = self.settings
@@ -58,16 +53,5 @@ class ExplainerServer:
         )
         return self.grpc_port
 
-    async def wait(self) -> None:
-        await self._stopped.wait()
-
-    async def stop(self, grace: float | None = None) -> None:
-        if self._stopped.is_set():
-            return
-        grace = self.settings.grace_seconds if grace is None else grace
-        await self.health.shut_down()  # NOT_SERVING, then Watch streams end: grace is for real calls
-        if self._server is not None:
-            await self._server.stop(grace)
+    async def close(self) -> None:
         await asyncio.to_thread(self.handler.close)
-        self._stopped.set()
-        log.info("explainer stopped")

@@ -7,29 +7,17 @@ Nothing here imports TensorFlow at import time: only the command does, inside it
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cnnserve.service.bootstrap import print_ready, run_loop, serve_until_signal
 
 
 def add_explainer_parsers(sub) -> None:
+    from cnnserve.explainer.settings import ExplainerSettings
+
     p = sub.add_parser("explainer", help="serve heatmaps, activation maps and filter patterns (TensorFlow sidecar)")
-    p.add_argument("--model-repository", type=Path, help="Triton-layout model repository (default: models)")
-    p.add_argument("--host", help="bind address (default 0.0.0.0)")
-    p.add_argument("--grpc-port", type=int, help="gRPC port (default 8011; 0 picks a free port)")
-    p.add_argument("--max-message-bytes", type=int, help="largest gRPC message (default 64 MiB)")
+    ExplainerSettings.add_arguments(p)
     p.add_argument("--max-images", type=int, help="most images per request (default 64)")
     p.add_argument("--max-filters", type=int, help="most filters per FilterPatterns request (default 64)")
     p.add_argument("--max-steps", type=int, help="most gradient-ascent steps (default 500)")
-    p.add_argument("--grace-seconds", type=float, help="SIGTERM grace period (default 5)")
-    p.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS (with --tls-key)")
-    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
-    p.add_argument(
-        "--auth-token-file",
-        type=Path,
-        help="accepted bearer tokens, one per line (CNNSERVE_EXPLAINER_AUTH_TOKENS also)",
-    )
     p.set_defaults(func=_run_explainer)
 
 

@@ -295,14 +295,7 @@ class ExplainableModel:
         channels = self.input_shape[2]
 
         def build():
-            @tf.function(
-                input_signature=[
-                    tf.TensorSpec([None, None, None, channels], tf.float32),
-                    tf.TensorSpec([None], tf.int32),
-                    tf.TensorSpec([None, 8], tf.float32),
-                    tf.TensorSpec([], tf.float32),
-                ]
-            )
+            @tf.function(input_signature=[*_patterns_signature(channels), tf.TensorSpec([None, 8]), tf.TensorSpec([])])
             def fn(x, filters, transforms, step):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
@@ -333,12 +326,7 @@ class ExplainableModel:
         channels = self.input_shape[2]
 
         def build():
-            @tf.function(
-                input_signature=[
-                    tf.TensorSpec([None, None, None, channels], tf.float32),
-                    tf.TensorSpec([None], tf.int32),
-                ]
-            )
+            @tf.function(input_signature=_patterns_signature(channels))
             def fn(x, filters):
                 per_channel = tf.reduce_mean(self._output(x, layer), axis=[1, 2])
                 return tf.gather(per_channel, filters, axis=1, batch_dims=1)
@@ -346,3 +334,8 @@ class ExplainableModel:
             return fn
 
         return self._function(("filter_activation", layer), build)
+
+
+def _patterns_signature(channels: int) -> list:
+    """What the filter-pattern functions take first: F patterns [F, S, S, C] and their filters [F]."""
+    return [tf.TensorSpec([None, None, None, channels], tf.float32), tf.TensorSpec([None], tf.int32)]

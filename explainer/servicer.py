@@ -5,7 +5,7 @@ from __future__ import annotations
 from cnnserve._proto.cnnserve.v1 import explainer_pb2 as pb
 from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc
 from cnnserve.explainer.handler import ExplainerHandler, ImageInput, RawPixels
-from cnnserve.protocol import HEATMAP_METHOD_ENUMS, HEATMAP_METHODS, to_float_tensor
+from cnnserve.protocol import HEATMAP_METHOD_ENUMS, HEATMAP_METHODS, fields_of, to_float_tensor
 from cnnserve.service.errors import InvalidArgument
 from cnnserve.service.metrics import RequestMetrics
 from cnnserve.service.rpc import deadline_of, rpc
@@ -37,56 +37,32 @@ class ExplainerServicer(pb_grpc.ExplainerServicer):
     @rpc
     async def Heatmap(self, request: pb.HeatmapRequest, context) -> pb.HeatmapResponse:
         out = await self.handler.heatmap(
-            request.model_name,
-            request.model_version,
+            *_model(request),
             _images(request.images),
             method=method_name(request.method),
-            layer=request.layer,
             target=request.target_class if request.HasField("target_class") else None,
             alpha=request.overlay_alpha if request.HasField("overlay_alpha") else None,
-            max_channels=request.max_channels,
             deadline=deadline_of(context),
+            **fields_of(request, "layer", "max_channels"),
         )
-        response = pb.HeatmapResponse(
-            model_name=out.model_name,
-            model_version=out.model_version,
-            layer=out.layer,
-            method=HEATMAP_METHOD_ENUMS[out.method],
-            pre_softmax=out.pre_softmax,
-        )
+        response = pb.HeatmapResponse(method=HEATMAP_METHOD_ENUMS[out.method], **_named(out, "layer", "pre_softmax"))
         for image, item in zip(request.images, out.items, strict=True):
-            response.results.add(
-                id=image.id,
-                heatmap=to_float_tensor(item.heatmap),
-                predicted_class=item.predicted_class,
-                predicted_label=item.predicted_label,
-                predicted_score=item.predicted_score,
-                target_class=item.target_class,
-                target_score=item.target_score,
-                overlay_png=item.overlay_png,
-            )
+            response.results.add(id=image.id, heatmap=to_float_tensor(item.heatmap), **fields_of(item, *HEATMAP_ITEM))
         return response
 
     @rpc
     async def Activations(self, request: pb.ActivationsRequest, context) -> pb.ActivationsResponse:
         out = await self.handler.activations(
-            request.model_name,
-            request.model_version,
+            *_model(request),
             _images(request.images),
             request.layer,
             list(request.channels),
             omit_tensors=request.omit_tensors,
             deadline=deadline_of(context),
         )
-        response = pb.ActivationsResponse(
-            model_name=out.model_name,
-            model_version=out.model_version,
-            layer=out.layer,
-            channels=out.channels,
-            grid_columns=out.grid_columns,
-        )
+        response = pb.ActivationsResponse(**_named(out, "layer", "channels", "grid_columns"))
         for image, item in zip(request.images, out.items, strict=True):
-            entry = response.results.add(id=image.id, grid_png=item.grid_png, dead_channels=item.dead_channels)
+            entry = response.results.add(id=image.id, **fields_of(item, "grid_png", "dead_channels"))
             if item.activations is not None:
                 entry.activations.CopyFrom(to_float_tensor(item.activations))
         return response
@@ -94,39 +70,38 @@ class ExplainerServicer(pb_grpc.ExplainerServicer):
     @rpc
     async def FilterPatterns(self, request: pb.FilterPatternsRequest, context) -> pb.FilterPatternsResponse:
         out = await self.handler.filter_patterns(
-            request.model_name,
-            request.model_version,
+            *_model(request),
             request.layer,
             list(request.filters),
-            steps=request.steps,
-            step_size=request.step_size,
-            size=request.size,
-            regularized=request.regularized,
-            seed=request.seed,
             deadline=deadline_of(context),
+            **fields_of(request, "steps", "step_size", "size", "regularized", "seed"),
         )
-        response = pb.FilterPatternsResponse(
-            model_name=out.model_name, model_version=out.model_version, layer=out.layer
-        )
+        response = pb.FilterPatternsResponse(**_named(out, "layer"))
         for f, png, activation, cached in out.patterns:
             response.patterns.add(filter=f, png=png, activation=activation, cached=cached)
         return response
 
     @rpc
     async def ListLayers(self, request: pb.ListLayersRequest, context) -> pb.ListLayersResponse:
-        out = await self.handler.list_layers(request.model_name, request.model_version)
+        out = await self.handler.list_layers(*_model(request))
         response = pb.ListLayersResponse(
-            model_name=out.model_name,
-            model_version=out.model_version,
-            default_heatmap_layer=out.default_heatmap_layer,
-            input_shape=list(out.input_shape),
-            labels=list(out.labels),
+            input_shape=list(out.input_shape), labels=list(out.labels), **_named(out, "default_heatmap_layer")
         )
         for layer in out.layers:
             response.layers.add(
-                name=layer.name,
-                class_name=layer.class_name,
-                output_shape=list(layer.output_shape),
-                spatial=layer.spatial,
+                output_shape=list(layer.output_shape), **fields_of(layer, "name", "class_name", "spatial")
             )
         return response
+
+
+# The HeatmapResult fields that the handler's HeatmapItem carries under the same names.
+HEATMAP_ITEM = ("predicted_class", "predicted_label", "predicted_score", "target_class", "target_score", "overlay_png")
+
+
+def _model(request) -> tuple[str, str]:
+    return request.model_name, request.model_version
+
+
+def _named(out, *names: str) -> dict:
+    """The model and version an answer is for, and its other fields ``names``."""
+    return fields_of(out, "model_name", "model_version", *names)

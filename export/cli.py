@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
+from inspect import signature
 from pathlib import Path
 
 from cnnserve.export.onnx_convert import DEFAULT_OPSET
-from cnnserve.training.registry import VARIANTS
+from cnnserve.training.commands import add_variant_argument
 
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,11 +21,15 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         "TensorFlow parity on the held-out digits, and install it in the Triton-layout repository. "
         "Nothing is written to the repository when a check fails.",
     )
-    parser.add_argument("variant", metavar="VARIANT", choices=sorted(VARIANTS), help="one of %(choices)s")
+    add_variant_argument(parser)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="default %(default)s")
-    parser.add_argument("--model-repository", type=Path, default=Path("models"), help="default %(default)s")
+    parser.add_argument(
+        "--model-repository", dest="repository", type=Path, default=Path("models"), help="default %(default)s"
+    )
     parser.add_argument("--version", type=int, default=1, help="model version folder (default %(default)s)")
-    parser.add_argument("--data", default=None, help="data training used (default: the path in its metadata)")
+    parser.add_argument(
+        "--data", dest="data_path", default=None, help="data training used (default: the path in its metadata)"
+    )
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
     parser.add_argument(
         "--parity-samples", type=int, default=None, help="held-out digits for parity (default: all, >= 256)"
@@ -39,15 +43,8 @@ def run_export(args: argparse.Namespace) -> int:
     from cnnserve.export.parity import ParityError
 
     try:
-        out = export_variant(
-            args.variant,
-            artifacts=args.artifacts,
-            repository=args.model_repository,
-            version=args.version,
-            data_path=args.data,
-            opset=args.opset,
-            parity_samples=args.parity_samples,
-        )
+        options = {k: v for k, v in vars(args).items() if k in signature(export_variant).parameters}
+        out = export_variant(args.variant, **options)
     except ParityError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2
@@ -57,16 +54,3 @@ def run_export(args: argparse.Namespace) -> int:
         f"{parity['top1_agreement']:.4f}, max |dprob| {parity['max_abs_diff']:.2e} -> {out}"
     )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m cnnserve.export.cli export VARIANT``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="cnnserve")
-    add_export_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,8 +27,7 @@ from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.runtime import choose_providers
 from cnnserve.server.settings import ServerSettings
-from cnnserve.service.bootstrap import SERVING, access_summary, build_server, report, start_server
-from cnnserve.service.health import HealthService
+from cnnserve.service.bootstrap import SERVING, GrpcProcess, access_summary, build_server, report, start_server
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +54,18 @@ class ServerState:
     ready: bool = False
 
 
-class CnnServer:
+class CnnServer(GrpcProcess):
     """One server: bound port, models, services. Tests bind port 0 and read ``grpc_port``."""
 
+    name = "server"
+
     def __init__(self, settings: ServerSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.state = ServerState()
         self.metrics = ServerMetrics()
-        self.health = HealthService()
         self.models: ModelManager | None = None
         self.explainer: ExplainerHandler | None = None
-        self.grpc_port = 0
         self.metrics_port = 0
-        self._server: grpc.aio.Server | None = None
-        self._stopped = asyncio.Event()
         self._poller: asyncio.Task | None = None
         self._gate = AdmissionGate(
             self.metrics,
@@ -143,30 +140,21 @@ class CnnServer:
     def _served_versions(self):
         return self.models.served_versions() if self.models is not None else []
 
-    async def wait(self) -> None:
-        """Until the server stops."""
-        await self._stopped.wait()
-
-    async def stop(self, grace: float | None = None) -> None:
-        """Graceful shutdown: NOT_SERVING, refuse new calls, finish in-flight ones, drain batchers, close."""
-        if self._stopped.is_set():
-            return
-        grace = self.settings.grace_seconds if grace is None else grace
+    async def stop_accepting(self, grace: float) -> None:
+        """NOT_SERVING and refusing new calls with UNAVAILABLE, while the transport still accepts them: only
+        after a moment does the gRPC server stop accepting, when a late call would be cancelled instead."""
         self.state.ready = False
         if self._poller is not None:
             self._poller.cancel()
-        # New calls get a clear UNAVAILABLE from here on, while the transport still accepts them; a moment
-        # later the gRPC server stops accepting, and only then could a late call be cancelled by the transport.
         self._gate.draining = True
         await self.health.shut_down()
         await asyncio.sleep(min(DRAIN_NOTICE_SECONDS, grace))
-        if self._server is not None:
-            await self._server.stop(grace)
+
+    async def close(self) -> None:
+        """Drain the batchers (queued requests finish), close the sidecar channel and the metrics endpoint."""
         if self.models is not None:
             await self.models.close()
         if self.explainer is not None:
             await self.explainer.close()
         self.metrics.close()
         self.state.live = False
-        self._stopped.set()
-        log.info("server stopped")

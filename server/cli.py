@@ -8,24 +8,17 @@ from cnnserve.service.bootstrap import print_ready, run_loop, serve_until_signal
 
 
 def add_serve_parser(sub) -> None:
+    from cnnserve.server.settings import ServerSettings
+
     p = sub.add_parser("serve", help="serve a model repository over gRPC (KServe v2 / Triton protocol)")
-    p.add_argument("--model-repository", type=Path, help="Triton-layout model repository (default: models)")
-    p.add_argument("--host", help="bind address (default 0.0.0.0)")
-    p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 picks a free port)")
+    ServerSettings.add_arguments(p)
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; -1 disables)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="onnxruntime execution provider (default cpu)")
     p.add_argument("--allow-cpu-fallback", action="store_true", default=None, help="with --device cuda")
-    p.add_argument("--max-message-bytes", type=int, help="largest gRPC message (default 64 MiB)")
     p.add_argument("--max-queue-size", type=int, help="per-model queue bound in samples (default 1024)")
     p.add_argument("--no-batching", dest="batching", action="store_false", default=None, help="run requests alone")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None)
     p.add_argument("--intra-op-threads", type=int, help="onnxruntime threads per session (0: its default)")
-    p.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS (with --tls-key)")
-    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
-    p.add_argument(
-        "--auth-token-file", type=Path, help="accepted bearer tokens, one per line (CNNSERVE_AUTH_TOKENS also)"
-    )
     p.add_argument(
         "--max-concurrent-calls",
         type=int,
@@ -35,7 +28,6 @@ def add_serve_parser(sub) -> None:
         "--max-pending-calls", type=int, help="calls gRPC core may hold before the server picks them up (65536)"
     )
     p.add_argument("--repository-poll-seconds", type=float, help="reload new/changed models every N s (0: off)")
-    p.add_argument("--grace-seconds", type=float, help="SIGTERM grace period (default 10)")
     p.add_argument("--explainer-address", help="explainer sidecar HOST:PORT (default 127.0.0.1:8011)")
     p.add_argument(
         "--explainer-tls-ca",

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -187,6 +188,16 @@ def write_pki(folder: Path) -> Path:
     leaf("peer", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
          [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])  # fmt: skip
     return folder
+
+
+def wait_until(predicate, what: str = "the condition", timeout: float = 120.0) -> None:
+    """Poll ``predicate`` until it holds (a state to reach, not a speed to assert); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"never happened within {timeout:.0f} s: {what}")
 
 
 class ChildProcess:

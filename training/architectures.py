@@ -54,6 +54,16 @@ def _app_weights(weights: str | None) -> str | None:
     return None if weights in (None, "none") else weights
 
 
+def _dense_dropout(x, units, rate: float, start: int = 1):
+    """ReLU Dense layers fc<i> of ``units``, each followed by Dropout dropout<i> (the references' MLP heads)."""
+    from keras import layers
+
+    for i, n in enumerate(units, start=start):
+        x = layers.Dense(n, activation="relu", name=f"fc{i}")(x)
+        x = layers.Dropout(rate, name=f"dropout{i}")(x)
+    return x
+
+
 # ------------------------------------------------------------------ MNIST (reference nets, unchanged)
 
 
@@ -69,12 +79,7 @@ def build_mnist_cnn(input_shape=(28, 28, 1), num_classes=10, weights=None):
     x = layers.Conv2D(64, (5, 5), padding="same", activation="relu", name="conv2")(x)
     x = layers.MaxPooling2D(2, 2, name="pool2")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(1024, activation="relu", name="fc1")(x)
-    x = layers.Dropout(0.5, name="dropout1")(x)
-    x = layers.Dense(256, activation="relu", name="fc2")(x)
-    x = layers.Dropout(0.5, name="dropout2")(x)
-    x = layers.Dense(50, activation="relu", name="fc3")(x)
-    x = layers.Dropout(0.5, name="dropout3")(x)
+    x = _dense_dropout(x, (1024, 256, 50), 0.5)
     probabilities = layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
     return keras.Model(images, probabilities, name="mnist_cnn")
 
@@ -140,12 +145,7 @@ def build_face_cnn(input_shape=(70, 50, 3), num_classes=10, weights=None):
         x = layers.Conv2D(filters, (5, 5), activation="relu", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(8192, activation="relu", name="fc1")(x)
-    x = layers.Dropout(0.5, name="dropout1")(x)
-    x = layers.Dense(1024, activation="relu", name="fc2")(x)
-    x = layers.Dropout(0.5, name="dropout2")(x)
-    x = layers.Dense(128, activation="relu", name="fc3")(x)
-    x = layers.Dropout(0.5, name="dropout3")(x)
+    x = _dense_dropout(x, (8192, 1024, 128), 0.5)
     x = layers.Dense(60, activation="relu", name="fc4")(x)
     probabilities = layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
     return keras.Model(images, probabilities, name="face_cnn")
@@ -215,10 +215,7 @@ def build_alexnet(input_shape=(227, 227, 3), num_classes=1000, weights=None):
     x = layers.Conv2D(256, 3, padding="same", activation="relu", name="conv5")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)  # 6x6x256
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(4096, activation="relu", name="fc6")(x)
-    x = layers.Dropout(0.5, name="dropout6")(x)
-    x = layers.Dense(4096, activation="relu", name="fc7")(x)
-    x = layers.Dropout(0.5, name="dropout7")(x)
+    x = _dense_dropout(x, (4096, 4096), 0.5, start=6)
     probabilities = layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
     model = keras.Model(images, probabilities, name="alexnet")
     if weights not in (None, "none"):  # Keras publishes no AlexNet weights: a PATH is this model's .weights.h5

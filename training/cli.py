@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
+from inspect import signature
 from pathlib import Path
 
+from cnnserve.training.commands import add_variant_argument
 from cnnserve.training.distribute import STRATEGIES
-from cnnserve.training.registry import VARIANTS
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,9 +19,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         description="Train a CNN variant on local data; writes OUTPUT_DIR/VARIANT/{savedmodel/, model.keras, "
         "train_metadata.json, logs/}. Accuracy is measured on a held-out split training never sees.",
     )
-    parser.add_argument("variant", metavar="VARIANT", choices=sorted(VARIANTS), help="one of %(choices)s")
+    add_variant_argument(parser)
     parser.add_argument(
         "--data",
+        dest="data_path",
         default=None,
         help="dataset: a file or folder, 'keras' (keras.datasets download), 'sklearn' (digits); "
         "default: the variant's (see `cnnserve variants`)",
@@ -52,16 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
     from cnnserve.training.train import train_variant
 
     out = train_variant(
-        args.variant,
-        data_path=args.data,
-        epochs=args.epochs,
-        seed=args.seed,
-        output_dir=args.output_dir,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        smoke=args.smoke,
-        weights=args.weights,
-        distribute=args.distribute,
+        args.variant, **{k: v for k, v in vars(args).items() if k in signature(train_variant).parameters}
     )
     meta = json.loads((out / "train_metadata.json").read_text())
     held = meta["metrics"]["heldout"]
@@ -70,16 +61,3 @@ def run_train(args: argparse.Namespace) -> int:
         f"loss {held['loss']:.4f}, {meta['metrics']['train_seconds']:.0f}s -> {out}"
     )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m cnnserve.training.cli train VARIANT``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="cnnserve")
-    add_train_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,9 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from inspect import signature
 from pathlib import Path
 
 from cnnserve.training.registry import VARIANTS
+
+
+def add_variant_argument(parser: argparse.ArgumentParser) -> None:
+    """The VARIANT argument of train, export and evaluate: a name of the registry."""
+    parser.add_argument("variant", metavar="VARIANT", choices=sorted(VARIANTS), help="one of %(choices)s")
 
 
 def add_variants_parser(subparsers) -> argparse.ArgumentParser:
@@ -72,12 +78,18 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         description="Evaluate the repository's model VARIANT on the held-out split of --data: ONNX Runtime "
         "(or a running server with --server) next to the TensorFlow SavedModel of the same version.",
     )
-    parser.add_argument("variant", metavar="VARIANT", choices=sorted(VARIANTS), help="one of %(choices)s")
-    parser.add_argument("--data", default=None, help="data set (default: the data in the model's metadata)")
-    parser.add_argument("--model-repository", type=Path, default=Path("models"), help="default %(default)s")
+    add_variant_argument(parser)
+    parser.add_argument(
+        "--data", dest="data_path", default=None, help="data set (default: the data in the model's metadata)"
+    )
+    parser.add_argument(
+        "--model-repository", dest="repository", type=Path, default=Path("models"), help="default %(default)s"
+    )
     parser.add_argument("--version", type=int, default=1)
     parser.add_argument("--server", default=None, help="HOST:PORT of a running cnnserve: ONNX through gRPC")
-    parser.add_argument("--all", action="store_true", help="every sample of --data, not only the held-out split")
+    parser.add_argument(
+        "--all", dest="heldout_only", action="store_false", help="every sample of --data, not only the held-out split"
+    )
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N samples only")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run_evaluate)
@@ -88,13 +100,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from cnnserve.training.evaluate import evaluate_served
 
     report = evaluate_served(
-        args.variant,
-        repository=args.model_repository,
-        version=args.version,
-        data_path=args.data,
-        server=args.server,
-        heldout_only=not args.all,
-        limit=args.limit,
+        args.variant, **{k: v for k, v in vars(args).items() if k in signature(evaluate_served).parameters}
     )
     if args.json:
         print(json.dumps(report))

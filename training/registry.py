@@ -269,6 +269,30 @@ _INCEPTION = Preprocessing(color_mode="rgb", in_graph="x / 127.5 - 1", scale=1.0
 _LENET_BUILD = functools.partial(arch.build_lenet5, scale=MNIST_STANDARDISED.scale, offset=MNIST_STANDARDISED.offset)
 
 
+def _cats_dogs_vgg16(name: str, build, description: str, reference: str) -> Variant:
+    """The two VGG16 cats-vs-dogs variants of the reference: the same data, input, training and serving."""
+    return Variant(
+        name=name,
+        build=build,
+        input_shape=(256, 256, 3),
+        labels=CATS_DOGS_LABELS,
+        dataset="split_folders",
+        last_conv_layer="block5_conv3",
+        optimizer=_adam(3e-4),
+        optimizer_note="Adam(3e-4), as the reference; batch 16 (reference 50) for CPU memory",
+        description=description,
+        epochs=30,
+        batch_size=16,
+        max_batch_size=16,
+        preprocessing=_CAFFE,
+        augmentation=_CATS_DOGS_AUGMENTATION,
+        reference=reference,
+        default_weights="imagenet",
+        smoke_input_shape=(64, 64, 3),
+        default_data="cats_and_dogs",
+    )
+
+
 def _imagenet_variant(name: str, build, input_shape, pre: Preprocessing, last_conv: str, description: str, **kw):
     return Variant(
         name=name,
@@ -291,7 +315,7 @@ def _imagenet_variant(name: str, build, input_shape, pre: Preprocessing, last_co
 
 
 # Parameter counts at the registered shapes (keras.applications' published counts for the ImageNet models);
-# `cnnserve variants` prints them without TensorFlow, tests/test_training.py rebuilds every model to check them.
+# `cnnserve variants` prints them without TensorFlow, tests/training/test_training.py rebuilds every model to check them.
 PARAM_COUNTS = {
     "mnist_cnn": 3_540_144,
     "lenet5": 44_426,
@@ -390,46 +414,17 @@ VARIANTS: dict[str, Variant] = {
             reference="000_*.txt §3: 'above 90 %' on its test folders (faces cut from short videos)",
             default_data="faces",
         ),
-        Variant(
-            name="vgg16_transfer",
-            build=arch.build_vgg16_transfer,
-            input_shape=(256, 256, 3),
-            labels=CATS_DOGS_LABELS,
-            dataset="split_folders",
-            last_conv_layer="block5_conv3",
-            optimizer=_adam(3e-4),
-            optimizer_note="Adam(3e-4), as the reference; batch 16 (reference 50) for CPU memory",
-            description="VGG16 base (frozen, ImageNet) -flatten-fc256-sigmoid, served as [1-p, p]",
-            epochs=30,
-            batch_size=16,
-            max_batch_size=16,
-            preprocessing=_CAFFE,
-            augmentation=_CATS_DOGS_AUGMENTATION,
-            reference="000_*.txt §4.3: 93 % on cats vs dogs (2000 train / 1000 validation images)",
-            default_weights="imagenet",
-            smoke_input_shape=(64, 64, 3),
-            default_data="cats_and_dogs",
+        _cats_dogs_vgg16(
+            "vgg16_transfer",
+            arch.build_vgg16_transfer,
+            "VGG16 base (frozen, ImageNet) -flatten-fc256-sigmoid, served as [1-p, p]",
+            "000_*.txt §4.3: 93 % on cats vs dogs (2000 train / 1000 validation images)",
         ),
-        Variant(
-            name="vgg16_finetune",
-            build=arch.build_vgg16_finetune,
-            input_shape=(256, 256, 3),
-            labels=CATS_DOGS_LABELS,
-            dataset="split_folders",
-            last_conv_layer="block5_conv3",
-            optimizer=_adam(3e-4),
-            optimizer_note="Adam(3e-4), as the reference; batch 16 (reference 50) for CPU memory",
-            description="VGG16 base (ImageNet; block5_conv1..3 trainable) -flatten-fc256-dropout.3-sigmoid, "
-            "served as [1-p, p]",
-            epochs=30,
-            batch_size=16,
-            max_batch_size=16,
-            preprocessing=_CAFFE,
-            augmentation=_CATS_DOGS_AUGMENTATION,
-            reference="000_*.txt §4.4: 95 % on cats vs dogs",
-            default_weights="imagenet",
-            smoke_input_shape=(64, 64, 3),
-            default_data="cats_and_dogs",
+        _cats_dogs_vgg16(
+            "vgg16_finetune",
+            arch.build_vgg16_finetune,
+            "VGG16 base (ImageNet; block5_conv1..3 trainable) -flatten-fc256-dropout.3-sigmoid, served as [1-p, p]",
+            "000_*.txt §4.4: 95 % on cats vs dogs",
         ),
         _imagenet_variant(
             "vgg16",

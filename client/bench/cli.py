@@ -31,23 +31,27 @@ def add_bench_parser(subparsers) -> None:
             "LABEL.json, LABEL.csv and LABEL.png into --output-dir."
         ),
     )
-    p.add_argument("--server", default="127.0.0.1:8001", help="HOST:PORT (default 127.0.0.1:8001)")
+    p.add_argument("--server", dest="target", default="127.0.0.1:8001", help="HOST:PORT (default 127.0.0.1:8001)")
     p.add_argument("--model", required=True, help="model name")
-    p.add_argument("--model-version", default="", help="model version (default: the server's choice)")
+    p.add_argument("--model-version", dest="version", default="", help="model version (default: the server's choice)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--concurrency", type=_numbers(int), help="closed loop: requests in flight, e.g. 1,8,64")
-    mode.add_argument("--rate", type=_numbers(float), help="open loop: requests/s, e.g. 100,200,400")
+    mode.add_argument("--rate", dest="rates", type=_numbers(float), help="open loop: requests/s, e.g. 100,200,400")
     p.add_argument("--arrival", choices=["constant", "poisson"], default="constant", help="open-loop arrivals")
-    p.add_argument("--images", type=int, default=1, help="images per request (default 1)")
+    p.add_argument("--images", dest="images_per_request", type=int, default=1, help="images per request (default 1)")
     p.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
     p.add_argument("--channels", type=int, default=1, help="gRPC channels per client process (default 1)")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per level (default 2)")
-    p.add_argument("--window", type=float, default=3.0, help="measurement window seconds (default 3)")
+    p.add_argument("--warmup", dest="warmup_s", type=float, default=2.0, help="warm-up seconds per level (default 2)")
+    p.add_argument("--window", dest="window_s", type=float, default=3.0, help="measurement window seconds (default 3)")
     p.add_argument("--stable-windows", type=int, default=3, help="windows that must agree (default 3)")
     p.add_argument("--stability", type=float, default=10.0, help="agreement in percent (default 10)")
     p.add_argument("--max-windows", type=int, default=8, help="give up on stability after this many (default 8)")
-    p.add_argument("--duration", type=float, default=0.0, help="fixed measurement seconds (no stability search)")
-    p.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds (default 30)")
+    p.add_argument(
+        "--duration", dest="duration_s", type=float, default=0.0, help="fixed measurement seconds (no stability search)"
+    )
+    p.add_argument(
+        "--timeout", dest="timeout_s", type=float, default=30.0, help="deadline per request in seconds (default 30)"
+    )
     p.add_argument("--inputs", type=parse_inputs, help="NAME:DATATYPE:DIMS (-1 batch) if no ModelMetadata")
     p.add_argument("--label", default="", help="name of this run in files and plots (default: the model)")
     p.add_argument("--output-dir", type=Path, default=Path("runs/bench"), help="default runs/bench")
@@ -60,26 +64,9 @@ def _bench(args) -> int:
     from cnnserve.client.bench import report
     from cnnserve.client.bench.runner import BenchConfig, run
 
-    cfg = BenchConfig(
-        target=args.server,
-        model=args.model,
-        version=args.model_version,
-        concurrency=args.concurrency or ([] if args.rate else [1]),
-        rates=args.rate or [],
-        arrival=args.arrival,
-        images_per_request=args.images,
-        processes=args.processes,
-        channels=args.channels,
-        warmup_s=args.warmup,
-        window_s=args.window,
-        stable_windows=args.stable_windows,
-        stability=args.stability / 100,
-        max_windows=args.max_windows,
-        duration_s=args.duration,
-        timeout_s=args.timeout,
-        inputs=args.inputs,
-        label=args.label or args.model,
-    )
+    options = {k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None}
+    options["concurrency"] = args.concurrency or ([] if args.rates else [1])
+    cfg = BenchConfig(**options | {"stability": args.stability / 100, "label": args.label or args.model})
     t0 = time.monotonic()
 
     def progress(line: str) -> None:

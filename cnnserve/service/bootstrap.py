@@ -31,6 +31,44 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class GrpcProcess:
+    """A gRPC process's life: ``start()`` (subclasses), ``wait()`` until stopped, ``stop(grace)``.
+
+    ``stop`` stops accepting (``stop_accepting``: health NOT_SERVING and its Watch streams ended, so the grace
+    period is spent on real calls), lets in-flight calls finish within ``grace``, then ``close``s.
+    """
+
+    name = "process"
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.health = HealthService()
+        self.grpc_port = 0
+        self._server: grpc.aio.Server | None = None
+        self._stopped = asyncio.Event()
+
+    async def wait(self) -> None:
+        """Until the process stops."""
+        await self._stopped.wait()
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._stopped.is_set():
+            return
+        grace = self.settings.grace_seconds if grace is None else grace
+        await self.stop_accepting(grace)
+        if self._server is not None:
+            await self._server.stop(grace)
+        await self.close()
+        self._stopped.set()
+        log.info("%s stopped", self.name)
+
+    async def stop_accepting(self, grace: float) -> None:
+        await self.health.shut_down()
+
+    async def close(self) -> None:
+        """Release what the process holds, once no call runs any more."""
+
+
 def build_server(settings: ServiceSettings, options: Sequence[tuple[str, int]] = ()) -> grpc.aio.Server:
     """A grpc.aio server with the message limits, ``options``, and the token check when tokens are configured
     (the only interceptor: anything else on the request path belongs on the servicers)."""

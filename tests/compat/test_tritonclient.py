@@ -25,6 +25,13 @@ from support import DIGITS, ROOT, ServerProcess, write_model
 MODEL = "tiny"
 
 
+def images_input(client_module, batch: np.ndarray):
+    """The model's one input, ``images`` UINT8 [n, 28, 28, C], for tritonclient's grpc or grpc.aio module."""
+    inp = client_module.InferInput("images", list(batch.shape), "UINT8")
+    inp.set_data_from_numpy(batch)
+    return inp
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("models")
@@ -59,8 +66,7 @@ def test_health_and_metadata(server):
 def test_infer_and_classification(server, digits):
     x, _ = digits
     client = grpcclient.InferenceServerClient(server.address)
-    inp = grpcclient.InferInput("images", [4, 28, 28, 1], "UINT8")
-    inp.set_data_from_numpy(x[:4])
+    inp = images_input(grpcclient, x[:4])
     result = client.infer(MODEL, [inp], outputs=[grpcclient.InferRequestedOutput("probabilities")], request_id="r1")
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (4, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
@@ -78,8 +84,7 @@ def test_infer_and_classification(server, digits):
 
 def test_errors_arrive_as_inference_server_exceptions(server):
     client = grpcclient.InferenceServerClient(server.address)
-    inp = grpcclient.InferInput("images", [1, 28, 28, 3], "UINT8")
-    inp.set_data_from_numpy(np.zeros((1, 28, 28, 3), np.uint8))
+    inp = images_input(grpcclient, np.zeros((1, 28, 28, 3), np.uint8))
     with pytest.raises(InferenceServerException) as err:
         client.infer(MODEL, [inp])
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "does not match" in err.value.message()
@@ -93,8 +98,7 @@ def test_errors_arrive_as_inference_server_exceptions(server):
 def test_statistics_repository_and_lifecycle(server, digits):
     x, _ = digits
     client = grpcclient.InferenceServerClient(server.address)
-    inp = grpcclient.InferInput("images", [2, 28, 28, 1], "UINT8")
-    inp.set_data_from_numpy(x[:2])
+    inp = images_input(grpcclient, x[:2])
     client.infer("other", [inp])
     stats = client.get_inference_statistics("other").model_stats[0]
     assert stats.inference_count == 2 and stats.execution_count == 1
@@ -117,8 +121,7 @@ def test_asyncio_client_concurrent_requests(server, digits):
             assert await client.is_server_ready()
 
             async def one(i):
-                inp = aioclient.InferInput("images", [1, 28, 28, 1], "UINT8")
-                inp.set_data_from_numpy(x[i : i + 1])
+                inp = images_input(aioclient, x[i : i + 1])
                 return (await client.infer(MODEL, [inp])).as_numpy("probabilities")
 
             return await asyncio.gather(*(one(i) for i in range(32)))

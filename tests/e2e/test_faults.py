@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from support import ExplainerProcess, Load, ServerThread, add_keras_model, tiny_digit_model, write_model
+from support import ExplainerProcess, Load, ServerThread, add_keras_model, tiny_digit_model, wait_until, write_model
 
 pytest.importorskip("tensorflow")
 from cnnserve._proto.cnnserve.v1 import explainer_pb2 as pb  # noqa: E402
@@ -19,15 +19,6 @@ from cnnserve.client import CnnserveClient  # noqa: E402
 from cnnserve.client.cli import image_message  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
-
-
-def _wait(predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 class Explaining:
@@ -69,14 +60,14 @@ def test_explainer_killed_during_load_costs_no_classification(tmp_path):
     server = ServerThread(repo, explainer_address=side.address).start()
     try:
         with Load(server.address, "digits") as load, Explaining(server.address) as explaining:
-            _wait(lambda: explaining.outcomes["OK"] >= 3 and load.total() > 100)
+            wait_until(lambda: explaining.outcomes["OK"] >= 3 and load.total() > 100)
             side.kill()
-            _wait(lambda: explaining.outcomes["UNAVAILABLE"] >= 3)
+            wait_until(lambda: explaining.outcomes["UNAVAILABLE"] >= 3)
             during = load.total()
-            _wait(lambda: load.total() > during + 100)  # classification goes on while the sidecar is down
+            wait_until(lambda: load.total() > during + 100)  # classification goes on while the sidecar is down
             ok_before = explaining.outcomes["OK"]
             side = ExplainerProcess(repo, port=port).start()
-            _wait(lambda: explaining.outcomes["OK"] > ok_before)  # back, with nothing restarted on the server
+            wait_until(lambda: explaining.outcomes["OK"] > ok_before)  # back, with nothing restarted on the server
         assert not load.errors, load.errors
         assert set(explaining.outcomes) <= {"OK", "UNAVAILABLE"}, explaining.outcomes
     finally:

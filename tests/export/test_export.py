@@ -113,8 +113,8 @@ def test_export_cli_defaults():
     add_export_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["export", "mnist_cnn"])
     assert (args.variant, args.version, args.opset, args.parity_samples) == ("mnist_cnn", 1, 18, None)
-    assert str(args.artifacts) == "artifacts" and str(args.model_repository) == "models"
-    assert args.data is None  # the data path recorded in the training metadata
+    assert str(args.artifacts) == "artifacts" and str(args.repository) == "models"
+    assert args.data_path is None  # the data path recorded in the training metadata
 
 
 # ------------------------------------------------------------------ real round trip (TensorFlow)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import urllib.request
 from collections import Counter
 
@@ -15,7 +14,7 @@ import pytest
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc, images_pb2, images_pb2_grpc
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from support import ServerProcess, ServerThread, write_model
+from support import ServerProcess, ServerThread, wait_until, write_model
 
 
 def _request(model: str) -> pb.ModelInferRequest:
@@ -100,15 +99,6 @@ def test_gRPC_cores_pending_limit_is_what_cancels_a_burst(tmp_path):
         server.terminate()
 
 
-def _wait_for(predicate, what: str, attempts: int = 2000) -> None:
-    event = threading.Event()
-    for _ in range(attempts):
-        if predicate():
-            return
-        event.wait(0.01)
-    raise AssertionError(f"never happened: {what}")
-
-
 def test_admission_limit_refuses_each_work_call_with_the_limit_named(tmp_path):
     """With max_concurrent_calls=4 and four calls waiting in a batch that never fills, every further work call
     (ModelInfer, ModelStreamInfer, Classify, the explainer proxy) is refused RESOURCE_EXHAUSTED at once;
@@ -121,7 +111,7 @@ def test_admission_limit_refuses_each_work_call_with_the_limit_named(tmp_path):
     try:
         inference = pb_grpc.GRPCInferenceServiceStub(channel)
         waiting = [inference.ModelInfer.future(_request("slow"), timeout=120) for _ in range(4)]
-        _wait_for(lambda: thread.server._gate.inflight == 4, "four calls in flight")
+        wait_until(lambda: thread.server._gate.inflight == 4, "four calls in flight")
         refused = {
             "ModelInfer": lambda: inference.ModelInfer(_request("m"), timeout=10),
             "ModelStreamInfer": lambda: list(inference.ModelStreamInfer(iter([_request("m")]), timeout=10)),
@@ -145,7 +135,7 @@ def test_admission_limit_refuses_each_work_call_with_the_limit_named(tmp_path):
             assert counter.labels(name, "RESOURCE_EXHAUSTED")._value.get() == 1, name
         for future in waiting:
             future.cancel()
-        _wait_for(lambda: thread.server._gate.inflight == 0, "the cancelled calls leave")
+        wait_until(lambda: thread.server._gate.inflight == 0, "the cancelled calls leave")
         assert counter.labels("ModelInfer", "CANCELLED")._value.get() == 4
         assert inference.ModelInfer(_request("m"), timeout=30).outputs
     finally:

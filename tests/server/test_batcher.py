@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
 
 import numpy as np
@@ -112,349 +113,320 @@ async def serving(model: FakeModel, **overrides):
         await batcher.stop(drain=False)
 
 
-def run(coro):
-    return asyncio.run(coro)
+def asynchronous(test):
+    """Run an ``async def`` test in its own event loop (the batcher is created inside it)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
 
 
-def test_batch_runs_when_full_and_each_request_gets_its_own_rows():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=4) as batcher:
-            tasks = [await spawn(batcher, req(v)) for v in (1, 2, 3, 4)]
-            assert await model.started.get() == (1, 2, 3, 4)
-            model.release()
-            results = await asyncio.gather(*tasks)
-            for value, out in zip((1, 2, 3, 4), results, strict=True):
-                np.testing.assert_array_equal(out["y"], np.full((1, 2), 2 * value))
-            stats = batcher.stats
-            assert (stats.execution_count, stats.inference_count, stats.success.count) == (1, 4, 4)
-            assert list(stats.batch_stats) == [4]
-            assert stats.batch_stats[4].compute_infer.count == 1
-            # per-request compute time is the batch's, added once per request (Triton's inference_stats)
-            assert stats.compute_infer.count == 4
-            assert stats.compute_infer.ns == 4 * stats.batch_stats[4].compute_infer.ns > 0
-            assert stats.queue.count == 4
-
-    run(main())
+@asynchronous
+async def test_batch_runs_when_full_and_each_request_gets_its_own_rows():
+    model = FakeModel()
+    async with serving(model, max_batch_size=4) as batcher:
+        tasks = [await spawn(batcher, req(v)) for v in (1, 2, 3, 4)]
+        assert await model.started.get() == (1, 2, 3, 4)
+        model.release()
+        results = await asyncio.gather(*tasks)
+        for value, out in zip((1, 2, 3, 4), results, strict=True):
+            np.testing.assert_array_equal(out["y"], np.full((1, 2), 2 * value))
+        stats = batcher.stats
+        assert (stats.execution_count, stats.inference_count, stats.success.count) == (1, 4, 4)
+        assert list(stats.batch_stats) == [4]
+        assert stats.batch_stats[4].compute_infer.count == 1
+        # per-request compute time is the batch's, added once per request (Triton's inference_stats)
+        assert stats.compute_infer.count == 4
+        assert stats.compute_infer.ns == 4 * stats.batch_stats[4].compute_infer.ns > 0
+        assert stats.queue.count == 4
 
 
-def test_batch_size_counts_samples_and_never_splits_a_request():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=4) as batcher:
-            sizes = {1: 3, 2: 2, 3: 2, 4: 1}  # value -> samples
-            tasks = {v: await spawn(batcher, req(v, n)) for v, n in sizes.items()}
-            assert await model.started.get() == (1, 1, 1)  # 3 + 2 > 4: the 2-sample request waits
-            assert batcher.queued_samples == 5
-            model.release()
-            assert await model.started.get() == (2, 2, 3, 3)  # full at 4 samples
-            model.release()
-            await asyncio.gather(tasks[1], tasks[2], tasks[3])
-            await until(lambda: batcher.forming_samples == 1)  # taken into the next batch ...
-            assert not tasks[4].done()  # 1 sample, huge delay: waits for company
-            model.release()
-            await batcher.stop(drain=True)  # flushes the partial batch
-            out = await tasks[4]
-            assert out["y"].shape == (1, 2)
-            for v, n in sizes.items():
-                np.testing.assert_array_equal(tasks[v].result()["y"], np.full((n, 2), 2 * v))
-            assert model.batches == [(1, 1, 1), (2, 2, 3, 3), (4,)]
-            assert {s: b.compute_infer.count for s, b in batcher.stats.batch_stats.items()} == {
-                3: 1,
-                4: 1,
-                1: 1,
-            }
-            assert batcher.stats.inference_count == 8
-
-    run(main())
+@asynchronous
+async def test_batch_size_counts_samples_and_never_splits_a_request():
+    model = FakeModel()
+    async with serving(model, max_batch_size=4) as batcher:
+        sizes = {1: 3, 2: 2, 3: 2, 4: 1}  # value -> samples
+        tasks = {v: await spawn(batcher, req(v, n)) for v, n in sizes.items()}
+        assert await model.started.get() == (1, 1, 1)  # 3 + 2 > 4: the 2-sample request waits
+        assert batcher.queued_samples == 5
+        model.release()
+        assert await model.started.get() == (2, 2, 3, 3)  # full at 4 samples
+        model.release()
+        await asyncio.gather(tasks[1], tasks[2], tasks[3])
+        await until(lambda: batcher.forming_samples == 1)  # taken into the next batch ...
+        assert not tasks[4].done()  # 1 sample, huge delay: waits for company
+        model.release()
+        await batcher.stop(drain=True)  # flushes the partial batch
+        out = await tasks[4]
+        assert out["y"].shape == (1, 2)
+        for v, n in sizes.items():
+            np.testing.assert_array_equal(tasks[v].result()["y"], np.full((n, 2), 2 * v))
+        assert model.batches == [(1, 1, 1), (2, 2, 3, 3), (4,)]
+        assert {s: b.compute_infer.count for s, b in batcher.stats.batch_stats.items()} == {
+            3: 1,
+            4: 1,
+            1: 1,
+        }
+        assert batcher.stats.inference_count == 8
 
 
-def test_queue_delay_runs_a_partial_batch():
-    async def main():
-        model = FakeModel(gated=False)
-        async with serving(model, max_batch_size=4, max_queue_delay_s=0.01) as batcher:
-            out = await batcher.submit(req(1, 2))  # never full: only the timer can start it
-            assert out["y"].shape == (2, 2)
-            assert list(batcher.stats.batch_stats) == [2]
-
-    run(main())
+@asynchronous
+async def test_queue_delay_runs_a_partial_batch():
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=4, max_queue_delay_s=0.01) as batcher:
+        out = await batcher.submit(req(1, 2))  # never full: only the timer can start it
+        assert out["y"].shape == (2, 2)
+        assert list(batcher.stats.batch_stats) == [2]
 
 
-def test_failing_run_fails_its_whole_batch_and_only_it():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=2) as batcher:
-            first = [await spawn(batcher, req(v)) for v in (5, FAIL)]
-            second = [await spawn(batcher, req(v)) for v in (6, 7)]
-            assert await model.started.get() == (5, FAIL)
+@asynchronous
+async def test_failing_run_fails_its_whole_batch_and_only_it():
+    model = FakeModel()
+    async with serving(model, max_batch_size=2) as batcher:
+        first = [await spawn(batcher, req(v)) for v in (5, FAIL)]
+        second = [await spawn(batcher, req(v)) for v in (6, 7)]
+        assert await model.started.get() == (5, FAIL)
+        model.release(2)
+        for task in first:
+            with pytest.raises(BatchFailed) as info:
+                await task
+            assert isinstance(info.value.__cause__, ValueError)
+        assert await model.started.get() == (6, 7)  # the batcher kept serving
+        results = await asyncio.gather(*second)
+        assert [r["y"][0, 0] for r in results] == [12, 14]
+        stats = batcher.stats
+        assert (stats.fail.count, stats.success.count, stats.execution_count) == (2, 2, 1)
+
+
+@asynchronous
+async def test_serving_error_from_the_model_passes_through():
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=1) as batcher:
+        with pytest.raises(InvalidArgument, match="sentinel refused"):
+            await batcher.submit(req(REFUSE))
+        assert (await batcher.submit(req(8)))["y"][0, 0] == 16
+
+
+@asynchronous
+async def test_output_rows_are_counted_against_input_samples():
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=3) as batcher:
+        tasks = [await spawn(batcher, req(v, n)) for v, n in ((1, 1), (SHORT, 2))]
+        for task in tasks:
+            with pytest.raises(BatchFailed, match="first dimension 2, expected 3"):
+                await task
+        assert (await batcher.submit(req(2, 3)))["y"].shape == (3, 2)
+        assert batcher.stats.fail.count == 2
+
+
+@asynchronous
+async def test_full_queue_rejects_at_once_and_neighbours_complete():
+    model = FakeModel()
+    async with serving(model, max_batch_size=2, max_queue_size=4) as batcher:
+        running = await spawn(batcher, req(1, 2))
+        assert await model.started.get() == (1, 1)
+        queued = [await spawn(batcher, req(v, 2)) for v in (2, 3)]
+        assert batcher.queued_samples == 4
+        with pytest.raises(ResourceExhausted, match=r"queue full: queued 4 samples, limit 4") as info:
+            await batcher.submit(req(4))
+        assert "digits" in info.value.message
+        assert batcher.stats.rejected == 1
+        model.release(3)
+        results = await asyncio.gather(running, *queued)
+        assert [r["y"][0, 0] for r in results] == [2, 4, 6]
+        assert model.batches == [(1, 1), (2, 2), (3, 3)]
+
+
+@asynchronous
+async def test_the_batch_being_formed_counts_against_the_queue_bound():
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=8, max_queue_size=2) as batcher:
+        waiting = [await spawn(batcher, req(v)) for v in (1, 2)]
+        await until(lambda: batcher.forming_samples == 2)
+        assert batcher.queued_samples == 2
+        with pytest.raises(ResourceExhausted, match="queued 2 samples, limit 2"):
+            await batcher.submit(req(3))
+        await batcher.stop(drain=True)
+        assert [t.result()["y"][0, 0] for t in waiting] == [2, 4]
+        assert batcher.queued_samples == 0
+        assert model.batches == [(1, 2)]
+
+
+@asynchronous
+async def test_abandoned_request_frees_its_queue_capacity():
+    model = FakeModel()
+    async with serving(model, max_batch_size=2, max_queue_size=2) as batcher:
+        running = await spawn(batcher, req(1, 2))
+        await model.started.get()
+        waiting = await spawn(batcher, req(2, 2))
+        with pytest.raises(ResourceExhausted):
+            await batcher.submit(req(3))
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await until(lambda: batcher.queued_samples == 0)  # the future's done-callback frees it
+        accepted = await spawn(batcher, req(4, 2))
+        model.release(2)
+        assert (await accepted)["y"][0, 0] == 8
+        await running
+        assert model.batches == [(1, 1), (4, 4)]
+        assert batcher.stats.cancelled == 1
+
+
+@asynchronous
+async def test_expired_deadline_is_refused_before_compute():
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=1) as batcher:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(req(9), deadline=loop.time() - 1)
+        assert model.batches == []
+        assert batcher.stats.expired == 1
+
+
+@asynchronous
+async def test_request_whose_deadline_passes_in_the_queue_is_dropped():
+    model = FakeModel()
+    async with serving(model, max_batch_size=1) as batcher:
+        loop = asyncio.get_running_loop()
+        running = await spawn(batcher, req(1))
+        await model.started.get()
+        late = await spawn(batcher, req(2), deadline=loop.time() + 0.05)
+        on_time = await spawn(batcher, req(3), deadline=loop.time() + 3600)
+        with pytest.raises(DeadlineExceeded):
+            await late  # the caller gets its answer at the deadline, while batch 1 still runs
+        model.release(2)
+        await asyncio.gather(running, on_time)
+        assert model.batches == [(1,), (3,)]  # compute never saw the expired request
+        assert batcher.stats.expired == 1
+        assert batcher.stats.fail.count == 1
+
+
+@asynchronous
+async def test_cancelled_request_is_dropped_from_its_batch():
+    model = FakeModel()
+    async with serving(model, max_batch_size=3) as batcher:
+        gone = await spawn(batcher, req(1))
+        await until(lambda: batcher.forming_samples == 1)  # taken into the forming batch
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        stay = [await spawn(batcher, req(v)) for v in (2, 3)]  # 1 + 2 samples: the batch is full
+        assert await model.started.get() == (2, 3)
+        model.release()
+        assert [r["y"][0, 0] for r in await asyncio.gather(*stay)] == [4, 6]
+        assert batcher.stats.cancelled == 1
+        assert list(batcher.stats.batch_stats) == [2]
+
+
+async def stop_with_three_queued(batcher: DynamicBatcher, model: FakeModel, drain: bool):
+    """Three one-sample requests (the first running), then ``stop(drain)``; returns their tasks and the stop."""
+    tasks = [await spawn(batcher, req(v)) for v in (1, 2, 3)]
+    await model.started.get()
+    return tasks, asyncio.create_task(batcher.stop(drain=drain))
+
+
+@asynchronous
+async def test_stop_with_drain_finishes_queued_work_then_refuses():
+    model = FakeModel()
+    async with serving(model, max_batch_size=1) as batcher:
+        tasks, stopping = await stop_with_three_queued(batcher, model, drain=True)
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable, match="digits is shutting down"):
+            await batcher.submit(req(4))
+        model.release(3)
+        await stopping
+        assert [t.result()["y"][0, 0] for t in tasks] == [2, 4, 6]
+        assert model.batches == [(1,), (2,), (3,)]
+
+
+@asynchronous
+async def test_stop_without_drain_fails_queued_and_running_requests():
+    model = FakeModel()
+    async with serving(model, max_batch_size=1) as batcher:
+        tasks, stopping = await stop_with_three_queued(batcher, model, drain=False)
+        for task in tasks:  # answered before the running batch returns
+            with pytest.raises(Unavailable, match="shutting down"):
+                await task
+        assert not stopping.done()  # stop waits for the running model call
+        model.release()
+        await stopping
+        assert model.batches == [(1,)]
+        assert batcher.stats.fail.count == 3
+        with pytest.raises(Unavailable):
+            await batcher.submit(req(4))
+
+
+@asynchronous
+async def test_without_batching_each_request_runs_alone():
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=4, batching=False) as batcher:
+        tasks = [await spawn(batcher, req(v, n)) for v, n in ((1, 1), (2, 2), (3, 1), (4, 1))]
+        await asyncio.gather(*tasks)
+        assert model.batches == [(1,), (2, 2), (3,), (4,)]
+        assert {s: b.compute_infer.count for s, b in batcher.stats.batch_stats.items()} == {1: 3, 2: 1}
+        assert batcher.stats.execution_count == 4
+
+
+@asynchronous
+async def test_at_most_instances_batches_run_at_once():
+    model = FakeModel()
+    wide = concurrent.futures.ThreadPoolExecutor(max_workers=8)  # threads are not the limit here
+    try:
+        async with serving(model, max_batch_size=1, instances=2, executor=wide) as batcher:
+            tasks = [await spawn(batcher, req(v)) for v in (1, 2, 3, 4, 5)]
+            assert {await model.started.get(), await model.started.get()} == {(1,), (2,)}
+            assert batcher.in_flight == 2
+            assert batcher.queued_samples == 3
+            for expected in ((3,), (4,), (5,)):
+                model.release()
+                assert await model.started.get() == expected
             model.release(2)
-            for task in first:
-                with pytest.raises(BatchFailed) as info:
-                    await task
-                assert isinstance(info.value.__cause__, ValueError)
-            assert await model.started.get() == (6, 7)  # the batcher kept serving
-            results = await asyncio.gather(*second)
-            assert [r["y"][0, 0] for r in results] == [12, 14]
-            stats = batcher.stats
-            assert (stats.fail.count, stats.success.count, stats.execution_count) == (2, 2, 1)
-
-    run(main())
-
-
-def test_serving_error_from_the_model_passes_through():
-    async def main():
-        model = FakeModel(gated=False)
-        async with serving(model, max_batch_size=1) as batcher:
-            with pytest.raises(InvalidArgument, match="sentinel refused"):
-                await batcher.submit(req(REFUSE))
-            assert (await batcher.submit(req(8)))["y"][0, 0] == 16
-
-    run(main())
-
-
-def test_output_rows_are_counted_against_input_samples():
-    async def main():
-        model = FakeModel(gated=False)
-        async with serving(model, max_batch_size=3) as batcher:
-            tasks = [await spawn(batcher, req(v, n)) for v, n in ((1, 1), (SHORT, 2))]
-            for task in tasks:
-                with pytest.raises(BatchFailed, match="first dimension 2, expected 3"):
-                    await task
-            assert (await batcher.submit(req(2, 3)))["y"].shape == (3, 2)
-            assert batcher.stats.fail.count == 2
-
-    run(main())
-
-
-def test_full_queue_rejects_at_once_and_neighbours_complete():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=2, max_queue_size=4) as batcher:
-            running = await spawn(batcher, req(1, 2))
-            assert await model.started.get() == (1, 1)
-            queued = [await spawn(batcher, req(v, 2)) for v in (2, 3)]
-            assert batcher.queued_samples == 4
-            with pytest.raises(ResourceExhausted, match=r"queue full: queued 4 samples, limit 4") as info:
-                await batcher.submit(req(4))
-            assert "digits" in info.value.message
-            assert batcher.stats.rejected == 1
-            model.release(3)
-            results = await asyncio.gather(running, *queued)
-            assert [r["y"][0, 0] for r in results] == [2, 4, 6]
-            assert model.batches == [(1, 1), (2, 2), (3, 3)]
-
-    run(main())
-
-
-def test_the_batch_being_formed_counts_against_the_queue_bound():
-    async def main():
-        model = FakeModel(gated=False)
-        async with serving(model, max_batch_size=8, max_queue_size=2) as batcher:
-            waiting = [await spawn(batcher, req(v)) for v in (1, 2)]
-            await until(lambda: batcher.forming_samples == 2)
-            assert batcher.queued_samples == 2
-            with pytest.raises(ResourceExhausted, match="queued 2 samples, limit 2"):
-                await batcher.submit(req(3))
-            await batcher.stop(drain=True)
-            assert [t.result()["y"][0, 0] for t in waiting] == [2, 4]
-            assert batcher.queued_samples == 0
-            assert model.batches == [(1, 2)]
-
-    run(main())
-
-
-def test_abandoned_request_frees_its_queue_capacity():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=2, max_queue_size=2) as batcher:
-            running = await spawn(batcher, req(1, 2))
-            await model.started.get()
-            waiting = await spawn(batcher, req(2, 2))
-            with pytest.raises(ResourceExhausted):
-                await batcher.submit(req(3))
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-            await until(lambda: batcher.queued_samples == 0)  # the future's done-callback frees it
-            accepted = await spawn(batcher, req(4, 2))
-            model.release(2)
-            assert (await accepted)["y"][0, 0] == 8
-            await running
-            assert model.batches == [(1, 1), (4, 4)]
-            assert batcher.stats.cancelled == 1
-
-    run(main())
-
-
-def test_expired_deadline_is_refused_before_compute():
-    async def main():
-        model = FakeModel(gated=False)
-        async with serving(model, max_batch_size=1) as batcher:
-            loop = asyncio.get_running_loop()
-            with pytest.raises(DeadlineExceeded):
-                await batcher.submit(req(9), deadline=loop.time() - 1)
-            assert model.batches == []
-            assert batcher.stats.expired == 1
-
-    run(main())
-
-
-def test_request_whose_deadline_passes_in_the_queue_is_dropped():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=1) as batcher:
-            loop = asyncio.get_running_loop()
-            running = await spawn(batcher, req(1))
-            await model.started.get()
-            late = await spawn(batcher, req(2), deadline=loop.time() + 0.05)
-            on_time = await spawn(batcher, req(3), deadline=loop.time() + 3600)
-            with pytest.raises(DeadlineExceeded):
-                await late  # the caller gets its answer at the deadline, while batch 1 still runs
-            model.release(2)
-            await asyncio.gather(running, on_time)
-            assert model.batches == [(1,), (3,)]  # compute never saw the expired request
-            assert batcher.stats.expired == 1
-            assert batcher.stats.fail.count == 1
-
-    run(main())
-
-
-def test_cancelled_request_is_dropped_from_its_batch():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=3) as batcher:
-            gone = await spawn(batcher, req(1))
-            await until(lambda: batcher.forming_samples == 1)  # taken into the forming batch
-            gone.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await gone
-            stay = [await spawn(batcher, req(v)) for v in (2, 3)]  # 1 + 2 samples: the batch is full
-            assert await model.started.get() == (2, 3)
-            model.release()
-            assert [r["y"][0, 0] for r in await asyncio.gather(*stay)] == [4, 6]
-            assert batcher.stats.cancelled == 1
-            assert list(batcher.stats.batch_stats) == [2]
-
-    run(main())
-
-
-def test_stop_with_drain_finishes_queued_work_then_refuses():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=1) as batcher:
-            tasks = [await spawn(batcher, req(v)) for v in (1, 2, 3)]
-            await model.started.get()
-            stopping = asyncio.create_task(batcher.stop(drain=True))
-            await asyncio.sleep(0)
-            with pytest.raises(Unavailable, match="digits is shutting down"):
-                await batcher.submit(req(4))
-            model.release(3)
-            await stopping
-            assert [t.result()["y"][0, 0] for t in tasks] == [2, 4, 6]
-            assert model.batches == [(1,), (2,), (3,)]
-
-    run(main())
-
-
-def test_stop_without_drain_fails_queued_and_running_requests():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=1) as batcher:
-            tasks = [await spawn(batcher, req(v)) for v in (1, 2, 3)]
-            await model.started.get()
-            stopping = asyncio.create_task(batcher.stop(drain=False))
-            for task in tasks:  # answered before the running batch returns
-                with pytest.raises(Unavailable, match="shutting down"):
-                    await task
-            assert not stopping.done()  # stop waits for the running model call
-            model.release()
-            await stopping
-            assert model.batches == [(1,)]
-            assert batcher.stats.fail.count == 3
-            with pytest.raises(Unavailable):
-                await batcher.submit(req(4))
-
-    run(main())
-
-
-def test_without_batching_each_request_runs_alone():
-    async def main():
-        model = FakeModel(gated=False)
-        async with serving(model, max_batch_size=4, batching=False) as batcher:
-            tasks = [await spawn(batcher, req(v, n)) for v, n in ((1, 1), (2, 2), (3, 1), (4, 1))]
             await asyncio.gather(*tasks)
-            assert model.batches == [(1,), (2, 2), (3,), (4,)]
-            assert {s: b.compute_infer.count for s, b in batcher.stats.batch_stats.items()} == {1: 3, 2: 1}
-            assert batcher.stats.execution_count == 4
-
-    run(main())
+            assert model.max_running == 2
+    finally:
+        wide.shutdown()
 
 
-def test_at_most_instances_batches_run_at_once():
-    async def main():
-        model = FakeModel()
-        wide = concurrent.futures.ThreadPoolExecutor(max_workers=8)  # threads are not the limit here
-        try:
-            async with serving(model, max_batch_size=1, instances=2, executor=wide) as batcher:
-                tasks = [await spawn(batcher, req(v)) for v in (1, 2, 3, 4, 5)]
-                assert {await model.started.get(), await model.started.get()} == {(1,), (2,)}
-                assert batcher.in_flight == 2
-                assert batcher.queued_samples == 3
-                for expected in ((3,), (4,), (5,)):
-                    model.release()
-                    assert await model.started.get() == expected
-                model.release(2)
-                await asyncio.gather(*tasks)
-                assert model.max_running == 2
-        finally:
-            wide.shutdown()
-
-    run(main())
+@asynchronous
+async def test_invalid_requests_are_refused_before_the_queue():
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=2) as batcher:
+        with pytest.raises(InvalidArgument, match="3 samples, expected 1 to 2"):
+            await batcher.submit(req(1, 3))
+        with pytest.raises(InvalidArgument, match="first"):
+            await batcher.submit({"x": np.zeros((1, 2)), "z": np.zeros((2, 2))})
+        assert model.batches == []
 
 
-def test_invalid_requests_are_refused_before_the_queue():
-    async def main():
-        model = FakeModel(gated=False)
-        async with serving(model, max_batch_size=2) as batcher:
-            with pytest.raises(InvalidArgument, match="3 samples, expected 1 to 2"):
-                await batcher.submit(req(1, 3))
-            with pytest.raises(InvalidArgument, match="first"):
-                await batcher.submit({"x": np.zeros((1, 2)), "z": np.zeros((2, 2))})
-            assert model.batches == []
-
-    run(main())
-
-
-def test_submit_before_start_is_unavailable():
-    async def main():
-        model = FakeModel(gated=False)
-        batcher = DynamicBatcher(
-            model.run_batch,
-            name="digits",
-            max_batch_size=1,
-            max_queue_delay_s=0.0,
-            max_queue_size=1,
-            stats=ModelStats(),
-        )
-        with pytest.raises(Unavailable, match="not started"):
-            await batcher.submit(req(1))
-        await batcher.stop()
-
-    run(main())
+@asynchronous
+async def test_submit_before_start_is_unavailable():
+    model = FakeModel(gated=False)
+    batcher = DynamicBatcher(
+        model.run_batch,
+        name="digits",
+        max_batch_size=1,
+        max_queue_delay_s=0.0,
+        max_queue_size=1,
+        stats=ModelStats(),
+    )
+    with pytest.raises(Unavailable, match="not started"):
+        await batcher.submit(req(1))
+    await batcher.stop()
 
 
-def test_warmup_runs_each_size_outside_the_statistics():
-    async def main():
-        model = FakeModel(gated=False)
-        async with serving(model, max_batch_size=5) as batcher:
-            assert await batcher.warmup(req(1)) == [1, 2, 3, 4, 5]
-            assert [len(rows) for rows in model.batches] == [1, 2, 3, 4, 5]
-            assert await batcher.warmup(req(1), sizes=[3]) == [3]
-            assert batcher.stats.execution_count == 0
-            with pytest.raises(BatchFailed, match="first dimension"):
-                await batcher.warmup(req(SHORT), sizes=[2])
-
-    run(main())
+@asynchronous
+async def test_warmup_runs_each_size_outside_the_statistics():
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=5) as batcher:
+        assert await batcher.warmup(req(1)) == [1, 2, 3, 4, 5]
+        assert [len(rows) for rows in model.batches] == [1, 2, 3, 4, 5]
+        assert await batcher.warmup(req(1), sizes=[3]) == [3]
+        assert batcher.stats.execution_count == 0
+        with pytest.raises(BatchFailed, match="first dimension"):
+            await batcher.warmup(req(SHORT), sizes=[2])
 
 
 def test_warmup_sizes():
@@ -463,25 +435,23 @@ def test_warmup_sizes():
     assert warmup_sizes(64) == list(range(1, 65))
 
 
-def test_preferred_batch_size_dispatches_smaller_batches_at_once():
-    async def main():
-        model = FakeModel()
-        async with serving(model, max_batch_size=8, preferred_batch_size=2, instances=2) as batcher:
-            tasks = [await spawn(batcher, req(float(i))) for i in range(5)]
-            first = await model.started.get()
-            second = await model.started.get()
-            assert sorted([first, second]) == [(0.0, 1.0), (2.0, 3.0)]  # two batches of 2, delay never waited
-            assert batcher.queued_samples == 1  # the fifth request waits for a partner
-            model.release(2)
-            for task in tasks[:4]:
-                await task
-            assert batcher.stats.batch_stats.keys() == {2} and batcher.stats.execution_count == 2
-            # A single request larger than the preferred size still runs whole.
-            big = await spawn(batcher, req(9.0, 6))
-            assert await model.started.get() == (4.0,)  # the waiting one dispatches first, alone
-            assert await model.started.get() == (9.0,) * 6
-            model.release(2)
-            await big
-            await tasks[4]
-
-    run(main())
+@asynchronous
+async def test_preferred_batch_size_dispatches_smaller_batches_at_once():
+    model = FakeModel()
+    async with serving(model, max_batch_size=8, preferred_batch_size=2, instances=2) as batcher:
+        tasks = [await spawn(batcher, req(float(i))) for i in range(5)]
+        first = await model.started.get()
+        second = await model.started.get()
+        assert sorted([first, second]) == [(0.0, 1.0), (2.0, 3.0)]  # two batches of 2, delay never waited
+        assert batcher.queued_samples == 1  # the fifth request waits for a partner
+        model.release(2)
+        for task in tasks[:4]:
+            await task
+        assert batcher.stats.batch_stats.keys() == {2} and batcher.stats.execution_count == 2
+        # A single request larger than the preferred size still runs whole.
+        big = await spawn(batcher, req(9.0, 6))
+        assert await model.started.get() == (4.0,)  # the waiting one dispatches first, alone
+        assert await model.started.get() == (9.0,) * 6
+        model.release(2)
+        await big
+        await tasks[4]

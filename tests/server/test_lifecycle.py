@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import grpc
@@ -14,18 +13,9 @@ import pytest
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve.client import CnnserveClient
 from cnnserve.repository import file_sha256
-from support import Load, ServerThread, write_model
+from support import Load, ServerThread, wait_until, write_model
 
 ONE = np.zeros((1, 28, 28, 1), np.uint8)
-
-
-def _wait(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def _add_version(repo: Path, name: str, version: int, seed: int) -> None:
@@ -47,11 +37,11 @@ def test_new_version_by_polling_switches_without_a_failed_request(tmp_path):
     server = ServerThread(repo, repository_poll_seconds=0.2).start()
     try:
         with Load(server.address, "m") as load:
-            _wait(lambda: load.total() > 50)
+            wait_until(lambda: load.total() > 50)
             _add_version(repo, "m", 2, seed=1)
-            _wait(lambda: _served(server.address, "m") == ["2"])
+            wait_until(lambda: _served(server.address, "m") == ["2"])
             before = load.versions["2"]
-            _wait(lambda: load.versions["2"] > before + 50)
+            wait_until(lambda: load.versions["2"] > before + 50)
         assert not load.errors, load.errors
         assert load.versions["1"] > 0 and load.versions["2"] > 0
     finally:
@@ -70,24 +60,24 @@ def test_corrupt_and_parity_failing_models_are_refused_while_the_old_version_ser
     server = ServerThread(repo, repository_poll_seconds=0.2).start()
     try:
         with Load(server.address, "m") as load, CnnserveClient(server.address, timeout=10) as client:
-            _wait(lambda: load.total() > 50)
+            wait_until(lambda: load.total() > 50)
             # Version 2: the model file was replaced after export (hash mismatch).
             _add_version(repo, "m", 2, seed=1)
             meta2 = dict(meta, hashes={"onnx_sha256": "0" * 64})
             (folder / "2" / "metadata.json").write_text(json.dumps(meta2))
-            _wait(lambda: "sha256" in _reason(client, "m"))
+            wait_until(lambda: "sha256" in _reason(client, "m"))
             # Version 3: export recorded a parity failure.
             _add_version(repo, "m", 3, seed=2)
             meta3 = dict(meta, parity={"samples": 256, "top1_agreement": 0.99, "max_abs_diff": 0.3},
                          hashes={"onnx_sha256": file_sha256(folder / "3" / "model.onnx")})  # fmt: skip
             (folder / "3" / "metadata.json").write_text(json.dumps(meta3))
-            _wait(lambda: "failed parity" in _reason(client, "m"))
+            wait_until(lambda: "failed parity" in _reason(client, "m"))
             # An explicit reload of the broken model is refused with the reason, too.
             with pytest.raises(grpc.RpcError) as err:
                 client.inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="m"), timeout=30)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "parity" in err.value.details()
             served_after = load.versions["1"]
-            _wait(lambda: load.versions["1"] > served_after + 20)
+            wait_until(lambda: load.versions["1"] > served_after + 20)
         assert not load.errors, load.errors
         assert set(load.versions) == {"1"}
     finally:
@@ -107,11 +97,11 @@ def test_explicit_reload_and_unload_under_load(tmp_path):
     server = ServerThread(repo).start()
     try:
         with Load(server.address, "m") as load, CnnserveClient(server.address, timeout=30) as client:
-            _wait(lambda: load.total() > 50)
+            wait_until(lambda: load.total() > 50)
             _add_version(repo, "m", 2, seed=1)
             client.inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="m"), timeout=60)
             count = load.versions["2"]
-            _wait(lambda: load.versions["2"] > count + 20)
+            wait_until(lambda: load.versions["2"] > count + 20)
             # Unloading a neighbour under load does not disturb "m".
             client.inference.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="other"), timeout=60)
         assert not load.errors, load.errors

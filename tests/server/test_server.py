@@ -157,6 +157,17 @@ def _bad(mutate):
     return request
 
 
+def _set_batch(n: int):
+    """A request of ``n`` images, shape and bytes consistent."""
+
+    def mutate(r):
+        r.inputs[0].ClearField("shape")
+        r.inputs[0].shape.extend([n, 28, 28, 1])
+        r.raw_input_contents[0] = bytes(n * 784)
+
+    return mutate
+
+
 def _set_classification(value):
     def mutate(r):
         out = r.outputs.add(name="probabilities")
@@ -198,24 +209,8 @@ BAD_REQUESTS = {
         "INVALID_ARGUMENT",
         "negative",
     ),
-    "empty batch": (
-        lambda r: (
-            r.inputs[0].ClearField("shape"),
-            r.inputs[0].shape.extend([0, 28, 28, 1]),
-            r.raw_input_contents.__setitem__(0, b""),
-        ),
-        "INVALID_ARGUMENT",
-        "zero dimension",
-    ),
-    "batch above max": (
-        lambda r: (
-            r.inputs[0].ClearField("shape"),
-            r.inputs[0].shape.extend([9, 28, 28, 1]),
-            r.raw_input_contents.__setitem__(0, b"\0" * 9 * 784),
-        ),
-        "INVALID_ARGUMENT",
-        "max_batch_size 8",
-    ),
+    "empty batch": (_set_batch(0), "INVALID_ARGUMENT", "zero dimension"),
+    "batch above max": (_set_batch(9), "INVALID_ARGUMENT", "max_batch_size 8"),
     "raw count mismatch": (lambda r: r.raw_input_contents.append(b"x"), "INVALID_ARGUMENT", "2 entries for 1 inputs"),
     "mixed raw and typed": (
         lambda r: r.inputs[0].contents.uint_contents.append(1),

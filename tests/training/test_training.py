@@ -310,7 +310,7 @@ def test_train_cli_parses_the_documented_arguments():
     add_train_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", "lenet5", "--epochs", "2", "--limit", "64", "--output-dir", "x"])
     assert (args.variant, args.epochs, args.limit, str(args.output_dir)) == ("lenet5", 2, 64, "x")
-    assert args.seed == 0 and args.data is None and args.batch_size is None  # None: the variant's data
+    assert args.seed == 0 and args.data_path is None and args.batch_size is None  # None: the variant's data
     assert args.smoke is False and args.weights is None and args.distribute == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "no_such_variant"])
