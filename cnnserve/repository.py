@@ -230,8 +230,10 @@ def _select_versions(folder: Path, config: mc.ModelConfig) -> list[str]:
     return [str(v) for v in chosen]
 
 
-# What a parity report in metadata.json must show for the model to be served (export's own thresholds).
+# The parity a version must show: export writes none that misses it, and the server serves none whose
+# metadata.json records less.
 PARITY_MAX_ABS_DIFF = 1e-4
+PARITY_TOP1_REQUIRED = 1.0
 
 
 def verify_integrity(spec: ModelSpec) -> None:
@@ -251,10 +253,10 @@ def verify_integrity(spec: ModelSpec) -> None:
     parity = spec.metadata.get("parity")
     if parity:
         agreement, diff = parity.get("top1_agreement"), parity.get("max_abs_diff")
-        if agreement != 1.0 or diff is None or diff > PARITY_MAX_ABS_DIFF:
+        if agreement != PARITY_TOP1_REQUIRED or diff is None or diff > PARITY_MAX_ABS_DIFF:
             raise ModelConfigError(
                 f"{spec.name} v{spec.version}: metadata.json records a failed parity check "
-                f"(top-1 agreement {agreement}, max |dp| {diff}; required 1.0 and <= {PARITY_MAX_ABS_DIFF})"
+                f"(top-1 agreement {agreement}, max |dp| {diff}; required {PARITY_TOP1_REQUIRED} and <= {PARITY_MAX_ABS_DIFF})"
             )
 
 

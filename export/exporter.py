@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from cnnserve.export.onnx_convert import DEFAULT_OPSET, convert
-from cnnserve.export.parity import MAX_ABS_DIFF, MIN_SAMPLES, check_parity, onnx_session, predict_onnx
+from cnnserve.export.parity import MIN_SAMPLES, check_parity, onnx_session, predict_onnx
 from cnnserve.export.triton_config import KSERVE_DATATYPES, ModelConfig, TensorConfig, render_config
+from cnnserve.repository import PARITY_MAX_ABS_DIFF, file_sha256
 from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
-from cnnserve.training.data import file_sha256, indices_sha256, load_dataset, split_dataset
+from cnnserve.training.data import indices_sha256, load_dataset, split_dataset
 from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 METADATA_SCHEMA_VERSION = 1
 
@@ -181,6 +182,39 @@ def _install(staged_model: Path, target: Path, version: int) -> None:
         os.replace(staged_model / fname, target / fname)
 
 
+def checked_artifacts(paths: ArtifactPaths, name: str) -> dict:
+    """The training metadata, once the SavedModel and the .keras file are there and unchanged since training."""
+    train_meta = paths.read_metadata()
+    for required in (paths.savedmodel, paths.keras_model):
+        if not required.exists():
+            raise ExportError(f"Missing training artifact {required}; run `cnnserve train {name}` again")
+    if tree_sha256(paths.savedmodel) != train_meta["hashes"]["savedmodel_sha256"]:
+        raise ExportError(f"{paths.savedmodel} changed since training (sha256 differs from the metadata)")
+    return train_meta
+
+
+def parity_report(onnx_path: Path, savedmodel: Path, x: np.ndarray, tolerance: float):
+    """onnxruntime against the SavedModel on ``x``; ParityError unless they agree (``check_parity``)."""
+    session = onnx_session(onnx_path)
+    onnx_probs = predict_onnx(session, x, INPUT_NAME, OUTPUT_NAME)
+    report = check_parity(_tf_probabilities(savedmodel, x), onnx_probs, tolerance, provider=session.get_providers()[0])
+    log.info(
+        "Parity on %d held-out samples: top-1 %.4f, max |dp| %.3g", report.samples, report.top1_agreement,
+        report.max_abs_diff,
+    )  # fmt: skip
+    return report
+
+
+def version_hashes(vdir: Path, data_sha256: str) -> dict:
+    """What the server checks before serving (onnx_sha256) and what ties the version to its training."""
+    return {
+        "onnx_sha256": file_sha256(vdir / "model.onnx"),
+        "savedmodel_sha256": tree_sha256(vdir / "model.savedmodel"),
+        "keras_sha256": file_sha256(vdir / "model.keras"),
+        "data_sha256": data_sha256,
+    }
+
+
 def export_variant(
     name: str,
     artifacts: str | Path = "artifacts",
@@ -189,7 +223,7 @@ def export_variant(
     data_path: str | Path | None = None,
     opset: int = DEFAULT_OPSET,
     parity_samples: int | None = None,
-    tolerance: float = MAX_ABS_DIFF,
+    tolerance: float = PARITY_MAX_ABS_DIFF,
 ) -> Path:
     """Convert ``<artifacts>/<name>/savedmodel`` to ONNX, prove parity, and install it; returns the
     version folder ``<repository>/<name>/<version>/``.
@@ -207,13 +241,7 @@ def export_variant(
     if parity_samples is not None and parity_samples < MIN_SAMPLES:
         raise ValueError(f"--parity-samples must be >= {MIN_SAMPLES}. Received: {parity_samples}")
     paths = ArtifactPaths.of(artifacts, name)
-    train_meta = paths.read_metadata()
-    for required in (paths.savedmodel, paths.keras_model):
-        if not required.exists():
-            raise ExportError(f"Missing training artifact {required}; run `cnnserve train {name}` again")
-    if tree_sha256(paths.savedmodel) != train_meta["hashes"]["savedmodel_sha256"]:
-        raise ExportError(f"{paths.savedmodel} changed since training (sha256 differs from the metadata)")
-
+    train_meta = checked_artifacts(paths, name)
     data_path = train_meta["data"]["path"] if data_path is None else data_path
     input_shape = served_shape(train_meta)
     labels = list(train_meta["labels"])
@@ -226,45 +254,21 @@ def export_variant(
         vdir = staged / str(version)
         vdir.mkdir(parents=True)
         onnx_path = vdir / "model.onnx"
-        convert(
-            paths.savedmodel,
-            onnx_path,
-            input_shape,
-            INPUT_NAME,
-            OUTPUT_NAME,
-            opset=opset,
-            doc={"variant": name, "labels": ",".join(labels), "version": str(version)},
-            params=int(train_meta["training"].get("params", 0)),
-        )
-
-        session = onnx_session(onnx_path)
-        onnx_probs = predict_onnx(session, x, INPUT_NAME, OUTPUT_NAME)
-        tf_probs = _tf_probabilities(paths.savedmodel, x)
-        report = check_parity(tf_probs, onnx_probs, tolerance, provider=session.get_providers()[0])
-        logger.info(
-            "Parity on %d held-out samples: top-1 %.4f, max |dp| %.3g",
-            report.samples, report.top1_agreement, report.max_abs_diff,
-        )  # fmt: skip
-
+        doc = {"variant": name, "labels": ",".join(labels), "version": str(version)}
+        params = int(train_meta["training"].get("params", 0))
+        convert(paths.savedmodel, onnx_path, input_shape, INPUT_NAME, OUTPUT_NAME, opset=opset, doc=doc, params=params)
+        report = parity_report(onnx_path, paths.savedmodel, x, tolerance)
         shutil.copytree(paths.savedmodel, vdir / "model.savedmodel")
         shutil.copy2(paths.keras_model, vdir / "model.keras")
-        hashes = {
-            "onnx_sha256": file_sha256(onnx_path),
-            "savedmodel_sha256": tree_sha256(vdir / "model.savedmodel"),
-            "keras_sha256": file_sha256(vdir / "model.keras"),
-            "data_sha256": data.sha256,
-        }
-        meta = _metadata(
-            variant, name, version, train_meta, {**report.as_dict(), "composition": composition}, hashes, opset
-        )
+        parity = {**report.as_dict(), "composition": composition}
+        meta = _metadata(variant, name, version, train_meta, parity, version_hashes(vdir, data.sha256), opset)
         (vdir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
         (staged / "config.pbtxt").write_text(render_config(triton_config(variant, name, input_shape, len(labels))))
-
         repository.mkdir(parents=True, exist_ok=True)
         _install(staged, repository / name, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     target = repository / name / str(version)
-    logger.info("Exported %s version %d -> %s", name, version, target)
+    log.info("Exported %s version %d -> %s", name, version, target)
     return target

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18  # tf2onnx 1.17 refuses 19+
 BATCH_DIM = "batch"
@@ -36,7 +36,7 @@ def savedmodel_to_onnx(
     def serve(images):
         return {output_name: signature(**{input_name: images})[output_name]}
 
-    logger.info("Converting %s to ONNX (opset %d)", savedmodel, opset)
+    log.info("Converting %s to ONNX (opset %d)", savedmodel, opset)
     model, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
 
     inputs = [i.name for i in model.graph.input]
@@ -94,7 +94,7 @@ def convert(
         "--shape", *map(str, input_shape), "--input", input_name, "--output", output_name,
         "--opset", str(opset), "--doc", json.dumps(doc or {}),
     ]  # fmt: skip
-    logger.info("Converting %s in a child process (protobuf python backend, %d parameters)", savedmodel, params)
+    log.info("Converting %s in a child process (protobuf python backend, %d parameters)", savedmodel, params)
     subprocess.run(cmd, env=env, check=True)
     if not onnx_path.exists():
         raise RuntimeError(f"The conversion process wrote no {onnx_path}")

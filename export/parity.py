@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnserve.repository import PARITY_MAX_ABS_DIFF, PARITY_TOP1_REQUIRED
+
 MIN_SAMPLES = 256
-TOP1_REQUIRED = 1.0
-MAX_ABS_DIFF = 1e-4
 
 
 class ParityError(RuntimeError):
@@ -43,7 +43,7 @@ def predict_onnx(session, x: np.ndarray, input_name: str, output_name: str, batc
 
 
 def check_parity(
-    reference: np.ndarray, candidate: np.ndarray, tolerance: float = MAX_ABS_DIFF, provider: str = ""
+    reference: np.ndarray, candidate: np.ndarray, tolerance: float = PARITY_MAX_ABS_DIFF, provider: str = ""
 ) -> ParityReport:
     """Compare candidate (ONNX) probabilities against the reference (TensorFlow) ones.
 
@@ -66,10 +66,10 @@ def check_parity(
         onnxruntime=ort.__version__,
         provider=provider,
     )
-    if report.top1_agreement < TOP1_REQUIRED or not report.max_abs_diff <= tolerance:
+    if report.top1_agreement < PARITY_TOP1_REQUIRED or not report.max_abs_diff <= tolerance:
         raise ParityError(
             f"ONNX/TensorFlow parity failed on {report.samples} held-out samples: top-1 agreement "
-            f"{report.top1_agreement:.4%} (need {TOP1_REQUIRED:.0%}), max |dprob| {report.max_abs_diff:.3g} "
+            f"{report.top1_agreement:.4%} (need {PARITY_TOP1_REQUIRED:.0%}), max |dprob| {report.max_abs_diff:.3g} "
             f"(need <= {tolerance:g})"
         )
     return report

@@ -53,11 +53,11 @@ class _ModelCollector(Collector):
             executions.add_metric(key, s.execution_count)
             success.add_metric(key, s.success.count)
             failed.add_metric(key, s.fail.count)
-            rejected.add_metric(key, getattr(s, "rejected", 0))
-            expired.add_metric(key, getattr(s, "expired", 0))
+            rejected.add_metric(key, s.rejected)
+            expired.add_metric(key, s.expired)
             queue_ns.add_metric(key, s.queue.ns)
             infer_ns.add_metric(key, s.compute_infer.ns)
-            depth.add_metric(key, getattr(v.batcher, "queued_samples", 0))
+            depth.add_metric(key, v.batcher.queued_samples)
             for size, b in sorted(s.batch_stats.items()):
                 batches.add_metric([*key, str(size)], b.compute_infer.count)
         yield from (

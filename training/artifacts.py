@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnserve.training.data import file_sha256
+from cnnserve.repository import file_sha256
 
 
 @dataclass(frozen=True)

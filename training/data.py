@@ -3,7 +3,7 @@
 Arrays are NHWC ``uint8`` (0-255, MNIST: 0 = background, 255 = ink) with integer labels, exactly what the
 served model takes. The held-out split depends only on the labels and a fixed split seed, never on the
 training seed, so training and export (parity) see the same held-out digits, and training never sees them.
-This module imports NumPy only; TensorFlow is not needed to read data.
+This module imports NumPy only (and the repository contract's hash); TensorFlow is not needed to read data.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from cnnserve.repository import file_sha256
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATA = Path("data/mnist-8k.npz")
 HELDOUT_COUNT = 1000
@@ -51,14 +53,6 @@ class Split:
             "heldout_count": int(self.heldout.size),
             "heldout_indices_sha256": indices_sha256(self.heldout),
         }
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def indices_sha256(indices: np.ndarray) -> str:
@@ -112,7 +106,7 @@ def load_mnist(path: str | Path = DEFAULT_DATA, allow_download: bool = False) ->
     y = np.asarray(y).astype(np.int64)
     if len(x) != len(y):
         raise ValueError(f"{path}: {len(x)} images but {len(y)} labels")
-    logger.info("Loaded %d digits %s from %s", len(y), x.shape[1:], path)
+    log.info("Loaded %d digits %s from %s", len(y), x.shape[1:], path)
     return Dataset(x=x, y=y, source=str(path), sha256=file_sha256(path), official_test=test)
 
 

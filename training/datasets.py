@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnserve.training.data import Dataset, file_sha256
+from cnnserve.repository import file_sha256
+from cnnserve.training.data import Dataset
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 KERAS_DOWNLOAD = "keras"
@@ -116,7 +117,7 @@ def _tree_dataset(parts: dict[str, Path], classes: list[str], input_shape, sourc
     h, w, c = input_shape
     x = np.stack(xs).reshape(-1, h, w, c)
     y = np.asarray(ys, dtype=np.int64)
-    logger.info("Loaded %d images of %d classes from %s", len(y), len(classes), source)
+    log.info("Loaded %d images of %d classes from %s", len(y), len(classes), source)
     return Dataset(
         x=x,
         y=y,

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
@@ -33,9 +33,9 @@ def make_strategy(kind: str = "none"):
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--distribute multiworker needs TF_CONFIG (cluster workers and this task's index)")
         task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-        logger.info("Multi-worker training as %s %s", task.get("type"), task.get("index"))
+        log.info("Multi-worker training as %s %s", task.get("type"), task.get("index"))
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         raise ValueError(f"Unknown distribution strategy {kind!r}. Known: {', '.join(STRATEGIES)}")
-    logger.info("%s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
+    log.info("%s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
     return strategy

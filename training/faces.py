@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 FACE_HEIGHT, FACE_WIDTH = 70, 50
 CENTRE_BOX_FRACTION = 0.6
@@ -148,6 +148,6 @@ def extract_faces(
         for c in crops:
             writer.writerow([c.path.name, str(video), c.frame, c.method, *c.box])
     counts = {m: sum(c.method == m for c in crops) for m in ("haar", "centre")}
-    logger.info("%s: %d faces from %s (%d detected, %d centre box) -> %s", person, len(crops), video,
+    log.info("%s: %d faces from %s (%d detected, %d centre box) -> %s", person, len(crops), video,
                 counts["haar"], counts["centre"], folder)  # fmt: skip
     return crops

@@ -346,11 +346,10 @@ VARIANTS: dict[str, Variant] = {
             optimizer_note="Adam(1e-3, cosine decay), batch 64: the reference's Adam(3e-3) with batch "
             "500 is meant for 60k digits; on 7k digits smaller batches give more steps per epoch",
             description="MNIST CNN: conv5x5x32-pool-conv5x5x64-pool-fc1024-fc256-fc50 (dropout 0.5)-softmax10",
-            # One onnxruntime thread beside the event loop (docs/benchmarks.md). On one thread larger batches
-            # are cheaper per image (raw: 3,912 images/s at b=8, 4,842 at b=64), so no preferred batch size:
-            # c=64 served 1,402 req/s (median of 8 alternating runs) against 969 with preferred_batch_size 8.
+            # One onnxruntime thread beside the event loop; on one thread larger batches are cheaper per
+            # image, so no preferred batch size (docs/benchmarks.md, "the preferred batch size removed again").
             intra_op_threads=1,
-            epochs=18,  # bundled 8k: 98.7 % held-out seed 0, 98.9 % seed 1 (15 epochs: 98.5 %); EMA: no gain
+            epochs=18,  # the held-out accuracy by epochs and with EMA: docs/models.md
             batch_size=64,
             augmentation=_DIGIT_AUGMENTATION,
             reference="000_*.txt §2 (MNIST CNN, Adam 3e-3, batch 500)",
@@ -369,7 +368,7 @@ VARIANTS: dict[str, Variant] = {
             "stayed on the 2.30 loss plateau for 8+ epochs; the reference's plain SGD lr=0.9 needs "
             "unscaled 0-255 input to leave it",
             description="LeNet-5: conv5x5x6-pool-conv5x5x16-pool-fc120-fc84-softmax10, sigmoid activations",
-            epochs=40,  # bundled 8k: 97.5 % held-out seed 0, 97.6 % seed 1, ~1.5 min on 2 cores; EMA: no gain
+            epochs=40,  # as mnist_cnn: docs/models.md
             batch_size=32,
             preprocessing=MNIST_STANDARDISED,
             augmentation=_DIGIT_AUGMENTATION,
@@ -389,7 +388,7 @@ VARIANTS: dict[str, Variant] = {
             "training digits, held-out over 10 seeds in docs/models.md (the tutorial: constant Adam(1e-3), "
             "1000 epochs on all 1797 digits)",
             description="sklearn 8x8 digits: conv3x3x10-conv3x3/2x5-BN-relu-maxpool3x3/2-fc50-softmax10",
-            epochs=100,  # held-out: seeds 0-2 97.2/97.5/96.4 %; 10-seed research mean 96.1 % (docs/models.md)
+            epochs=100,  # the recipe's research over 10 seeds: docs/models.md
             batch_size=8,
             label_smoothing=0.1,
             preprocessing=Preprocessing(in_graph="x / 255.0 (the loader maps sklearn's 0-16 to 0-255)"),

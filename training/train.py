@@ -5,6 +5,7 @@ Python API: :func:`train_variant`. CLI: ``cnnserve train VARIANT`` (see ``cli.py
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
@@ -12,16 +13,18 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from cnnserve.repository import file_sha256
 from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
-from cnnserve.training.data import SMOKE_DATA, Split, file_sha256, load_dataset, split_dataset
+from cnnserve.training.data import SMOKE_DATA, Dataset, Split, load_dataset, split_dataset
 from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 METADATA_SCHEMA_VERSION = 1
 
@@ -46,7 +49,7 @@ def training_callbacks(log_dir: Path) -> list:
     try:
         import tensorboard  # noqa: F401  (tf.summary needs it; tensorflow-cpu does not depend on it)
     except ImportError:
-        logger.warning("tensorboard is not installed: writing only %s/history.csv", log_dir)
+        log.warning("tensorboard is not installed: writing only %s/history.csv", log_dir)
     else:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
     return callbacks
@@ -182,6 +185,35 @@ def resolve_weights(variant: Variant, weights: str | None, smoke: bool) -> str |
     return None if weights == "none" else weights
 
 
+@dataclass(frozen=True)
+class TrainPlan:
+    """What one run trains with, once the variant's defaults and the smoke settings are applied."""
+
+    data_path: str | Path
+    epochs: int
+    batch_size: int
+    weights: str | None
+    input_shape: tuple[int, ...]
+
+
+@dataclass
+class TrainData:
+    """The data of one run: the training subset, the held-out split, the validation split if any."""
+
+    data: Dataset
+    split: Split
+    labels: tuple[str, ...]
+    train_idx: np.ndarray
+
+    @property
+    def train(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.x[self.train_idx], self.data.y[self.train_idx]
+
+    @property
+    def heldout(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.x[self.split.heldout], self.data.y[self.split.heldout]
+
+
 def train_variant(
     name: str,
     data_path: str | Path | None = None,
@@ -207,6 +239,54 @@ def train_variant(
     from cnnserve.training.distribute import make_strategy
 
     variant = get_variant(name)
+    plan = plan_run(variant, data_path, epochs, batch_size, weights, smoke)
+    strategy = make_strategy(distribute)
+    seed_everything(seed)
+    run = load_run_data(variant, plan, seed, limit)
+    x_train, y_train = run.train
+    x_held, y_held = run.heldout
+    log.info(
+        "Training %s: %d train / %d held-out samples of %s, %d epochs, batch %d, seed %d, weights %s",
+        name, len(y_train), len(y_held), run.data.source, plan.epochs, plan.batch_size, seed, plan.weights,
+    )  # fmt: skip
+    loss, one_hot = training_loss(variant)
+    with strategy.scope():
+        model = variant.make_model(plan.input_shape, len(run.labels), weights=plan.weights)
+        steps = max(1, plan.epochs) * -(-len(y_train) // plan.batch_size)
+        model.compile(optimizer=variant.optimizer(steps), loss=loss, metrics=["accuracy"])
+    paths = ArtifactPaths.of(output_dir, name)
+    with staged_artifacts(paths) as staged:
+        started = time.monotonic()
+        history = fit(model, variant, plan, run, staged.logs, one_hot, seed, verbose)
+        recalibrated = recalibrate_batchnorm(model, x_train[:64]) if smoke else 0
+        train_seconds = time.monotonic() - started
+        served_probs = save_served_model(model, plan.input_shape, staged, x_held)
+        heldout = evaluate(served_probs, y_held, run.labels)
+        record = {
+            "metrics": {
+                "heldout": heldout,
+                "train_final_epoch": {k: float(v[-1]) for k, v in history.items()},
+                "train_seconds": round(train_seconds, 2),
+            },
+            "training": {
+                **training_record(model, variant, plan, seed, limit, len(y_train), one_hot),
+                "batchnorm_recalibrated_layers": recalibrated,
+                "distribute": {"strategy": distribute, "replicas": int(strategy.num_replicas_in_sync)},
+            },
+        }
+        metadata = artifact_metadata(name, variant, plan, run, model, staged, smoke) | record
+        staged.metadata.write_text(json.dumps(metadata, indent=2) + "\n")
+    log.info(
+        "%s: held-out accuracy %.4f (%d/%d), loss %.4f, trained in %.1fs -> %s",
+        name, heldout["accuracy"], heldout["correct"], heldout["count"], heldout["loss"], train_seconds, paths.root,
+    )  # fmt: skip
+    return paths.root
+
+
+def plan_run(
+    variant: Variant, data_path, epochs: int | None, batch_size: int | None, weights: str | None, smoke: bool
+) -> TrainPlan:
+    """The variant's defaults for what was not given; smoke runs take generated data at the smoke size."""
     if smoke:
         data_path = SMOKE_DATA
         epochs = SMOKE_EPOCHS if epochs is None else epochs
@@ -219,151 +299,143 @@ def train_variant(
         raise ValueError(
             f"epochs must be >= {min_epochs} and batch size >= 1. Received: epochs={epochs}, batch={batch_size}"
         )
-    weights = resolve_weights(variant, weights, smoke)
     input_shape = tuple(variant.smoke_input_shape or variant.input_shape) if smoke else variant.input_shape
-    strategy = make_strategy(distribute)
-    seed_everything(seed)
+    return TrainPlan(data_path, epochs, batch_size, resolve_weights(variant, weights, smoke), input_shape)
 
-    data = load_dataset(variant.dataset, data_path, input_shape=input_shape, labels=variant.labels)
-    if data.x.shape[1:] != tuple(input_shape):
-        raise ValueError(f"{name} expects images {input_shape}. Received: {data.x.shape[1:]} from {data_path}")
+
+def load_run_data(variant: Variant, plan: TrainPlan, seed: int, limit: int | None) -> TrainData:
+    """The dataset, checked against the variant, split; ``limit`` keeps a seeded subset of the training part."""
+    name = variant.name
+    data = load_dataset(variant.dataset, plan.data_path, input_shape=plan.input_shape, labels=variant.labels)
+    if data.x.shape[1:] != tuple(plan.input_shape):
+        raise ValueError(
+            f"{name} expects images {plan.input_shape}. Received: {data.x.shape[1:]} from {plan.data_path}"
+        )
     labels = tuple(data.labels or variant.labels)
     if int(data.y.max()) >= len(labels):
-        raise ValueError(f"{data_path} has class index {int(data.y.max())} but {name} has {len(labels)} classes")
+        raise ValueError(f"{plan.data_path} has class index {int(data.y.max())} but {name} has {len(labels)} classes")
     split: Split = split_dataset(data)
     train_idx = split.train
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be >= 1. Received: {limit}")
         train_idx = np.sort(np.random.default_rng(seed).permutation(train_idx)[:limit])
-    x_train, y_train = data.x[train_idx], data.y[train_idx]
-    x_held, y_held = data.x[split.heldout], data.y[split.heldout]
-    logger.info(
-        "Training %s: %d train / %d held-out samples of %s, %d epochs, batch %d, seed %d, weights %s",
-        name, len(y_train), len(y_held), data.source, epochs, batch_size, seed, weights,
-    )  # fmt: skip
+    return TrainData(data, split, labels, train_idx)
 
-    from cnnserve.training.augment import train_dataset
 
-    steps_per_epoch = -(-len(y_train) // batch_size)
-    loss, one_hot = training_loss(variant)
-    with strategy.scope():
-        model = variant.make_model(input_shape, len(labels), weights=weights)
-        model.compile(optimizer=variant.optimizer(max(1, epochs) * steps_per_epoch), loss=loss, metrics=["accuracy"])
-
-    def fit_labels(y: np.ndarray) -> np.ndarray:
-        return np.eye(len(labels), dtype=np.float32)[y] if one_hot else y
-
-    paths = ArtifactPaths.of(output_dir, name)
+@contextlib.contextmanager
+def staged_artifacts(paths: ArtifactPaths):
+    """A temporary folder beside ``paths.root``, moved into place only if the block succeeds."""
     paths.root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.root.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{paths.root.name}.", dir=paths.root.parent))
     try:
-        staged = ArtifactPaths(staging)
-        ds = train_dataset(x_train, fit_labels(y_train), batch_size, variant.augmentation, seed)
-        validation = None
-        if data.validation is not None and len(data.validation):
-            validation = (data.x[data.validation], fit_labels(data.y[data.validation]))
-        started = time.monotonic()
-        history_dict: dict = {}
-        if epochs > 0:
-            history = model.fit(
-                ds,
-                epochs=epochs,
-                verbose=verbose,
-                shuffle=False,  # the tf.data pipeline shuffles, seeded
-                validation_data=validation,
-                callbacks=training_callbacks(staged.logs),
-            )
-            history_dict = history.history
-        else:
-            staged.logs.mkdir(parents=True, exist_ok=True)
-        recalibrated = recalibrate_batchnorm(model, x_train[:64]) if smoke else 0
-        train_seconds = time.monotonic() - started
-
-        keras_probs = model.predict(x_held, batch_size=64, verbose=0)
-        export_savedmodel(model, input_shape, staged.savedmodel)
-        model.save(staged.keras_model)
-        served_probs = predict_savedmodel(staged.savedmodel, x_held)
-        served_gap = float(np.abs(served_probs - keras_probs).max())
-        if served_gap > 1e-5:
-            raise RuntimeError(
-                f"SavedModel disagrees with the Keras model on held-out digits (max |dp|={served_gap:.3g}); "
-                "the serving function is not in inference mode"
-            )
-        heldout_metrics = evaluate(served_probs, y_held, labels)
-        train_final = {k: float(v[-1]) for k, v in history_dict.items()}
-
-        metadata = {
-            "schema_version": METADATA_SCHEMA_VERSION,
-            "variant": name,
-            "description": variant.description,
-            "labels": list(labels),
-            "smoke": smoke,
-            "input": {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *input_shape]},
-            "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(labels)]},
-            "preprocessing": {
-                "in_graph": variant.preprocessing.in_graph,
-                "color_mode": variant.preprocessing.color_mode,
-                "value_range": [0, 255],
-                "augmentation_training_only": vars(variant.augmentation),
-            },
-            "metrics": {
-                "heldout": heldout_metrics,
-                "train_final_epoch": train_final,
-                "train_seconds": round(train_seconds, 2),
-            },
-            "training": {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "seed": seed,
-                "limit": limit,
-                "train_count": int(len(y_train)),
-                "optimizer": type(model.optimizer).__name__,
-                "optimizer_note": variant.optimizer_note,
-                "loss": "categorical_crossentropy" if one_hot else variant.loss,
-                "label_smoothing": variant.label_smoothing,
-                "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-                "params": int(model.count_params()),
-                "weights": weights or "none",
-                "batchnorm_recalibrated_layers": recalibrated,
-                "distribute": {"strategy": distribute, "replicas": int(strategy.num_replicas_in_sync)},
-            },
-            "split": {
-                **split.describe(),
-                "heldout_indices": [int(i) for i in split.heldout],
-            },
-            "data": {
-                "path": str(data_path),
-                "source": data.source,
-                "dataset": variant.dataset,
-                "sha256": data.sha256,
-                "count": int(len(data.y)),
-            },
-            "layers": {
-                "cam": variant.heatmap_layer,
-                "last_conv": variant.last_conv_layer,
-                "conv": conv_layer_names(model),
-                "all": layer_table(model),
-            },
-            "hashes": {
-                "data_sha256": data.sha256,
-                "savedmodel_sha256": tree_sha256(staged.savedmodel),
-                "keras_sha256": file_sha256(staged.keras_model),
-            },
-            "versions": _library_versions(),
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        staged.metadata.write_text(json.dumps(metadata, indent=2) + "\n")
-
+        yield ArtifactPaths(staging)
         if paths.root.exists():
             shutil.rmtree(paths.root)
         staging.rename(paths.root)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    logger.info(
-        "%s: held-out accuracy %.4f (%d/%d), loss %.4f, trained in %.1fs -> %s",
-        name, heldout_metrics["accuracy"], heldout_metrics["correct"], heldout_metrics["count"],
-        heldout_metrics["loss"], train_seconds, paths.root,
-    )  # fmt: skip
-    return paths.root
+
+
+def fit(model, variant: Variant, plan: TrainPlan, run: TrainData, logs: Path, one_hot: bool, seed: int, verbose):
+    """Train on the augmented, seeded pipeline; returns Keras' history (empty when epochs is 0)."""
+    from cnnserve.training.augment import train_dataset
+
+    def fit_labels(y: np.ndarray) -> np.ndarray:
+        return np.eye(len(run.labels), dtype=np.float32)[y] if one_hot else y
+
+    if plan.epochs == 0:
+        logs.mkdir(parents=True, exist_ok=True)
+        return {}
+    x_train, y_train = run.train
+    ds = train_dataset(x_train, fit_labels(y_train), plan.batch_size, variant.augmentation, seed)
+    validation = None
+    if run.data.validation is not None and len(run.data.validation):
+        validation = (run.data.x[run.data.validation], fit_labels(run.data.y[run.data.validation]))
+    history = model.fit(
+        ds,
+        epochs=plan.epochs,
+        verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        validation_data=validation,
+        callbacks=training_callbacks(logs),
+    )
+    return history.history
+
+
+def save_served_model(model, input_shape, staged: ArtifactPaths, x_held: np.ndarray) -> np.ndarray:
+    """Write the SavedModel and the .keras file; the SavedModel's held-out probabilities, checked against Keras'
+    (a serving function left in training mode would differ)."""
+    keras_probs = model.predict(x_held, batch_size=64, verbose=0)
+    export_savedmodel(model, input_shape, staged.savedmodel)
+    model.save(staged.keras_model)
+    served_probs = predict_savedmodel(staged.savedmodel, x_held)
+    served_gap = float(np.abs(served_probs - keras_probs).max())
+    if served_gap > 1e-5:
+        raise RuntimeError(
+            f"SavedModel disagrees with the Keras model on held-out digits (max |dp|={served_gap:.3g}); "
+            "the serving function is not in inference mode"
+        )
+    return served_probs
+
+
+def training_record(model, variant: Variant, plan: TrainPlan, seed: int, limit, count: int, one_hot: bool) -> dict:
+    """metadata.json's "training": how the model was trained."""
+    return {
+        "epochs": plan.epochs,
+        "batch_size": plan.batch_size,
+        "seed": seed,
+        "limit": limit,
+        "train_count": int(count),
+        "optimizer": type(model.optimizer).__name__,
+        "optimizer_note": variant.optimizer_note,
+        "loss": "categorical_crossentropy" if one_hot else variant.loss,
+        "label_smoothing": variant.label_smoothing,
+        "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "params": int(model.count_params()),
+        "weights": plan.weights or "none",
+    }
+
+
+def artifact_metadata(
+    name: str, variant: Variant, plan: TrainPlan, run: TrainData, model, staged: ArtifactPaths, smoke: bool
+) -> dict:
+    """metadata.json apart from the run's metrics and training record: the contract, data, layers, hashes."""
+    labels, data = run.labels, run.data
+    return {
+        "schema_version": METADATA_SCHEMA_VERSION,
+        "variant": name,
+        "description": variant.description,
+        "labels": list(labels),
+        "smoke": smoke,
+        "input": {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *plan.input_shape]},
+        "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(labels)]},
+        "preprocessing": {
+            "in_graph": variant.preprocessing.in_graph,
+            "color_mode": variant.preprocessing.color_mode,
+            "value_range": [0, 255],
+            "augmentation_training_only": vars(variant.augmentation),
+        },
+        "split": {**run.split.describe(), "heldout_indices": [int(i) for i in run.split.heldout]},
+        "data": {
+            "path": str(plan.data_path),
+            "source": data.source,
+            "dataset": variant.dataset,
+            "sha256": data.sha256,
+            "count": int(len(data.y)),
+        },
+        "layers": {
+            "cam": variant.heatmap_layer,
+            "last_conv": variant.last_conv_layer,
+            "conv": conv_layer_names(model),
+            "all": layer_table(model),
+        },
+        "hashes": {
+            "data_sha256": data.sha256,
+            "savedmodel_sha256": tree_sha256(staged.savedmodel),
+            "keras_sha256": file_sha256(staged.keras_model),
+        },
+        "versions": _library_versions(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -81,95 +81,99 @@ async def _call(stub, request: bytes, timeout: float) -> int:
         return CLIENT_ERROR
 
 
-async def _run(spec: WorkerSpec, out: queue.Queue, stop_event, go_time: float) -> None:
-    channels = [grpc.aio.insecure_channel(spec.target, options=CHANNEL_OPTIONS) for _ in range(spec.channels)]
-    stubs = [c.unary_unary(METHOD, request_serializer=None, response_deserializer=None) for c in channels]
-    for channel in channels:
-        await asyncio.wait_for(channel.channel_ready(), 30)
-    rec = _Recorder(out, spec.index)
-    stopping = asyncio.Event()
-    requests = spec.requests
-    timeout = spec.timeout_s
+class _Load:
+    """One process's load: the channels, the calls in flight (closed or open loop), the records."""
 
-    parent = os.getppid()
+    def __init__(self, spec: WorkerSpec, out: queue.Queue, stop_event) -> None:
+        self.spec = spec
+        self.channels = [grpc.aio.insecure_channel(spec.target, options=CHANNEL_OPTIONS) for _ in range(spec.channels)]
+        self.stubs = [c.unary_unary(METHOD, request_serializer=None, response_deserializer=None) for c in self.channels]
+        self.record = _Recorder(out, spec.index)
+        self.stopping = asyncio.Event()
+        self.lags: list[float] = []
+        self._stop_event = stop_event
 
-    async def watch() -> None:
-        # Stop on the parent's word, or when the parent died (orphans must not keep loading the server).
-        while not stop_event.is_set() and os.getppid() == parent:
+    async def watch(self) -> None:
+        """Stop on the parent's word, or when the parent died (orphans must not keep loading the server)."""
+        parent = os.getppid()
+        while not self._stop_event.is_set() and os.getppid() == parent:
             await asyncio.sleep(FLUSH_S)
-            rec.flush()
-        stopping.set()
+            self.record.flush()
+        self.stopping.set()
 
-    async def closed(slot: int) -> None:
-        stub = stubs[slot % len(stubs)]
-        k = slot
-        while not stopping.is_set():
+    async def closed(self, slot: int) -> None:
+        """One of ``concurrency`` callers: the next request as soon as the last one is answered."""
+        stub, requests, k = self.stubs[slot % len(self.stubs)], self.spec.requests, slot
+        while not self.stopping.is_set():
             request = requests[k % len(requests)]
             k += 1
-            rec.sent += 1
+            self.record.sent += 1
             t0 = time.monotonic()
-            code = await _call(stub, request, timeout)
+            code = await _call(stub, request, self.spec.timeout_s)
             t1 = time.monotonic()
-            rec.add(t1, t1 - t0, code)
+            self.record.add(t1, t1 - t0, code)
 
-    async def one(stub, request: bytes, scheduled: float) -> None:
-        code = await _call(stub, request, timeout)
-        t1 = time.monotonic()
-        rec.add(t1, t1 - scheduled, code)  # from the intended send time: no coordinated omission
-
-    lags: list[float] = []
-
-    async def opened() -> None:
+    async def opened(self, go_time: float) -> None:
+        """Requests at the spec's rate (constant or Poisson gaps), whatever the answers take."""
+        spec = self.spec
         rng = np.random.default_rng(spec.seed + spec.index)
-        mean_gap = 1.0 / spec.rate
         next_t = go_time + spec.phase_s
         inflight: set[asyncio.Task] = set()
         k = 0
-        while not stopping.is_set():
+        while not self.stopping.is_set():
             now = time.monotonic()
             if next_t > now:
                 await asyncio.sleep(next_t - now)
-                if stopping.is_set():
+                if self.stopping.is_set():
                     break
             if len(inflight) >= spec.max_outstanding:
                 await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            lags.append(time.monotonic() - next_t)
-            rec.sent += 1
-            task = asyncio.create_task(one(stubs[k % len(stubs)], requests[k % len(requests)], next_t))
+            self.lags.append(time.monotonic() - next_t)
+            self.record.sent += 1
+            stub, request = self.stubs[k % len(self.stubs)], spec.requests[k % len(spec.requests)]
+            task = asyncio.create_task(self._one(stub, request, next_t))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
             k += 1
-            next_t += rng.exponential(mean_gap) if spec.arrival == "poisson" else mean_gap
+            next_t += rng.exponential(1.0 / spec.rate) if spec.arrival == "poisson" else 1.0 / spec.rate
         if inflight:
             await asyncio.gather(*inflight)
 
-    watcher = asyncio.create_task(watch())
+    async def _one(self, stub, request: bytes, scheduled: float) -> None:
+        code = await _call(stub, request, self.spec.timeout_s)
+        t1 = time.monotonic()
+        self.record.add(t1, t1 - scheduled, code)  # from the intended send time: no coordinated omission
+
+    def totals(self) -> dict:
+        lag = np.array(self.lags) if self.lags else np.zeros(1)
+        return {
+            "sent": self.record.sent,
+            "ok": self.record.ok,
+            "errors": self.record.errors,
+            "cpu_s": time.process_time(),
+            "send_lag_p99_ms": float(np.percentile(lag, 99) * 1e3),
+            "send_lag_max_ms": float(lag.max() * 1e3),
+        }
+
+
+async def _run(spec: WorkerSpec, out: queue.Queue, stop_event, go_time: float) -> None:
+    """Connect, wait for the shared start, load until told to stop, then report the exact totals."""
+    load = _Load(spec, out, stop_event)
+    for channel in load.channels:
+        await asyncio.wait_for(channel.channel_ready(), 30)
+    watcher = asyncio.create_task(load.watch())
     delay = go_time - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
     if spec.concurrency:
-        await asyncio.gather(*(closed(slot) for slot in range(spec.concurrency)))
+        await asyncio.gather(*(load.closed(slot) for slot in range(spec.concurrency)))
     else:
-        await opened()
+        await load.opened(go_time)
     await watcher
-    rec.flush()
-    for channel in channels:
+    load.record.flush()
+    for channel in load.channels:
         await channel.close()
-    lag = np.array(lags) if lags else np.zeros(1)
-    out.put(
-        (
-            "done",
-            spec.index,
-            {
-                "sent": rec.sent,
-                "ok": rec.ok,
-                "errors": rec.errors,
-                "cpu_s": time.process_time(),
-                "send_lag_p99_ms": float(np.percentile(lag, 99) * 1e3),
-                "send_lag_max_ms": float(lag.max() * 1e3),
-            },
-        )
-    )
+    out.put(("done", spec.index, load.totals()))
 
 
 def worker_main(spec: WorkerSpec, out: queue.Queue, ready, stop_event, go) -> None:

@@ -5,20 +5,23 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from importlib.util import find_spec
 
 import grpc
 import numpy as np
 import pytest
 
+from cnnserve._proto.cnnserve.v1 import explainer_pb2 as pb
+from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc
+from cnnserve.client import CnnserveClient
+from cnnserve.client.cli import image_message
 from support import ExplainerProcess, Load, ServerThread, add_keras_model, tiny_digit_model, wait_until, write_model
 
-pytest.importorskip("tensorflow")
-from cnnserve._proto.cnnserve.v1 import explainer_pb2 as pb  # noqa: E402
-from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc  # noqa: E402
-from cnnserve.client import CnnserveClient  # noqa: E402
-from cnnserve.client.cli import image_message  # noqa: E402
-
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(400),
+    pytest.mark.skipif(find_spec("tensorflow") is None, reason="the sidecar needs the [explainer] extra"),
+]
 
 
 class Explaining:

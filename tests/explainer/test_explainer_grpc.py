@@ -17,6 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
+from cnnserve._proto.cnnserve.v1 import explainer_pb2 as pb
+from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc
+from cnnserve.client import CnnserveClient
+from cnnserve.client.cli import image_message
+from cnnserve.protocol import from_float_tensor as from_tensor
 from support import (
     DIGITS,
     ExplainerProcess,
@@ -27,14 +32,6 @@ from support import (
     write_model,
     write_pki,
 )
-
-pytest.importorskip("tensorflow")
-
-from cnnserve._proto.cnnserve.v1 import explainer_pb2 as pb  # noqa: E402
-from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc  # noqa: E402
-from cnnserve.client import CnnserveClient  # noqa: E402
-from cnnserve.client.cli import image_message  # noqa: E402
-from cnnserve.protocol import from_float_tensor as from_tensor  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 60

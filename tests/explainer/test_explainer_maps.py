@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
-from cnnserve.explainer import cams, patterns  # noqa: E402
-from cnnserve.explainer.graph import ExplainableModel, NotExplainable  # noqa: E402
+from cnnserve.explainer import cams, patterns
+from cnnserve.explainer.graph import ExplainableModel, NotExplainable
 
 pytestmark = pytest.mark.slow
 LAYER = "conv3"

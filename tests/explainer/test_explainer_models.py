@@ -7,13 +7,10 @@ import json
 
 import pytest
 
+from cnnserve.explainer.models import _default_layer, load_version
+from cnnserve.repository import read_model
+from cnnserve.training import registry
 from support import add_keras_model, tiny_digit_model, write_model
-
-pytest.importorskip("tensorflow")
-
-from cnnserve.explainer.models import _default_layer, load_version  # noqa: E402
-from cnnserve.repository import read_model  # noqa: E402
-from cnnserve.training import registry  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
