@@ -8,7 +8,7 @@ from cnnserve.explainer.handler import ExplainerHandler, ImageInput, RawPixels
 from cnnserve.protocol import HEATMAP_METHOD_ENUMS, HEATMAP_METHODS, fields_of, to_float_tensor
 from cnnserve.service.errors import InvalidArgument
 from cnnserve.service.metrics import RequestMetrics
-from cnnserve.service.rpc import deadline_of, rpc
+from cnnserve.service.rpc import Servicer, deadline_of, rpc
 
 
 def method_name(value: int) -> str:
@@ -29,7 +29,7 @@ def _images(images) -> list[ImageInput]:
     return out
 
 
-class ExplainerServicer(pb_grpc.ExplainerServicer):
+class ExplainerServicer(Servicer, pb_grpc.ExplainerServicer):
     def __init__(self, handler: ExplainerHandler, metrics: RequestMetrics) -> None:
         self.handler = handler
         self.metrics = metrics

@@ -68,7 +68,6 @@ class CnnServer(GrpcProcess):
         self.metrics_port = 0
         self._poller: asyncio.Task | None = None
         self._gate = AdmissionGate(
-            self.metrics,
             settings.max_concurrent_calls or 0,
             ADMITTED_METHODS,
             "CNNSERVE_MAX_CONCURRENT_CALLS",
@@ -113,11 +112,11 @@ class CnnServer(GrpcProcess):
 
     def _add_servicers(self, server: grpc.aio.Server) -> None:
         """Each service's servicer over its handler, behind the drain gate and the admission limit."""
-        s, gate = self.settings, self._gate.gate
-        inference = InferenceServicer(self.models, InferenceHandler(self.models), self.metrics, self.state)
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(gate(inference), server)
+        s, gate = self.settings, self._gate
+        inference = InferenceServicer(self.models, InferenceHandler(self.models), self.metrics, self.state, gate)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
         images_pb2_grpc.add_ImageServiceServicer_to_server(
-            gate(ImageServicer(ImageHandler(self.models), self.metrics)), server
+            ImageServicer(ImageHandler(self.models), self.metrics, gate), server
         )
         # explainer_tls_ca set: TLS to the sidecar, offering this server's own certificate for mutual TLS.
         self.explainer = ExplainerHandler(
@@ -128,7 +127,7 @@ class CnnServer(GrpcProcess):
             tls_key=s.tls_key,
         )
         explainer_pb2_grpc.add_ExplainerServicer_to_server(
-            gate(ExplainerServicer(self.explainer, self.metrics)), server
+            ExplainerServicer(self.explainer, self.metrics, gate), server
         )
 
     def _size_admission(self) -> None:

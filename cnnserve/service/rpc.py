@@ -40,27 +40,83 @@ def failure(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error; request id {request_id} is in the server log"
 
 
-def rpc(handler):
-    """Wrap a unary servicer method ``async def Name(self, request, context)``: statuses and counts."""
+class Servicer:
+    """What the wrappers read from a servicer: ``metrics`` (request counts) and ``admission``.
+
+    ``admission`` (None: every call may run) decides whether a call may start: ``enter(method)`` returns None
+    or the (code, message) it is refused with, ``leave(method)`` when an admitted call ends. The server's
+    AdmissionGate (drain gate and admission limit) is one; checking it here, in the wrapper every call passes
+    anyway, costs a call no frame of its own.
+    """
+
+    admission = None
+    metrics = None
+
+
+def rpc(handler=None, *, counted: bool = True):
+    """Wrap a unary servicer method ``async def Name(self, request, context)``: admission, statuses, counts.
+
+    ``counted=False`` (liveness and metadata calls) counts only the calls admission refuses.
+    """
+    if handler is None:
+        return lambda h: rpc(h, counted=counted)
     method = handler.__name__
 
     @functools.wraps(handler)
     async def call(self, request, context):
+        admission = self.admission
+        if admission is not None:
+            await _admit(self, admission, method, context)
         try:
             result = await handler(self, request, context)
         except asyncio.CancelledError:  # the caller went away or its deadline passed
-            self.metrics.request(method, "CANCELLED")
+            if counted:
+                self.metrics.request(method, "CANCELLED")
             raise
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
             code, message = failure(method, exc)
-            self.metrics.request(method, code.name)
+            if counted:
+                self.metrics.request(method, code.name)
             await context.abort(code, message)
-        self.metrics.request(method, "OK")
+        finally:
+            if admission is not None:
+                admission.leave(method)
+        if counted:
+            self.metrics.request(method, "OK")
         return result
 
     return call
+
+
+def rpc_stream(handler):
+    """Wrap a streaming servicer method (an async generator): admission; it answers its own failures."""
+    method = handler.__name__
+
+    @functools.wraps(handler)
+    async def call(self, request_iterator, context):
+        admission = self.admission
+        if admission is not None:
+            await _admit(self, admission, method, context)
+        stream = handler(self, request_iterator, context)
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            if admission is not None:
+                admission.leave(method)
+            await stream.aclose()
+
+    return call
+
+
+async def _admit(servicer: Servicer, admission, method: str, context) -> None:
+    refused = admission.enter(method)
+    if refused is not None:
+        code, message = refused
+        servicer.metrics.request(method, code.name)
+        await context.abort(code, message)
 
 
 def refusing_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:

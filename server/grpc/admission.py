@@ -1,15 +1,8 @@
-"""Who may start a call now: the drain gate and the admission limit on the servicers, and gRPC core's own bounds."""
+"""Who may start a call now: the drain gate and the admission limit, and gRPC core's own bounds."""
 
 from __future__ import annotations
 
-import inspect
-from typing import TypeVar
-
 import grpc
-
-from cnnserve.server.metrics import ServerMetrics
-
-T = TypeVar("T")
 
 
 class AdmissionGate:
@@ -22,76 +15,37 @@ class AdmissionGate:
       Together with the transport limit in ``transport_options`` this means a burst is answered, call by
       call, with OK or RESOURCE_EXHAUSTED: gRPC core never drops a call the application has not picked up.
 
-    Both refusals are counted in ``cnnserve_requests_total`` under the method's name. Applied by wrapping each
-    servicer (``gate``) rather than as a server interceptor: a grpc.aio interceptor, even one that only awaits
-    its continuation, costs a measurable share of the transport's request rate (docs/benchmarks.md). Health
-    and reflection stay ungated.
+    Both refusals are counted in ``cnnserve_requests_total`` under the method's name. Every servicer method
+    consults it through its wrapper (``cnnserve.service.rpc``), not a server interceptor: a grpc.aio
+    interceptor, even one that only awaits its continuation, costs a measurable share of the transport's
+    request rate (docs/benchmarks.md). Health and reflection stay ungated.
     """
 
     DRAINING = "server is shutting down; retry on another replica"
 
-    def __init__(self, metrics: ServerMetrics, limit: int, limited: frozenset[str], setting: str) -> None:
-        self.metrics = metrics
+    def __init__(self, limit: int, limited: frozenset[str], setting: str) -> None:
         self.draining = False
         self.limit = limit
         self.limited = limited
         self.inflight = 0
         self._setting = setting
 
-    def refusal(self) -> str:
-        return (
-            f"server is at its admission limit of {self.limit} concurrent calls ({self._setting}); retry with backoff"
-        )
+    def enter(self, method: str) -> tuple[grpc.StatusCode, str] | None:
+        """None when ``method`` may start now (then counted in flight, if limited); else its refusal."""
+        if self.draining:
+            return grpc.StatusCode.UNAVAILABLE, self.DRAINING
+        if method in self.limited:
+            if self.inflight >= self.limit:
+                return grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                    f"server is at its admission limit of {self.limit} concurrent calls ({self._setting}); "
+                    "retry with backoff"
+                )
+            self.inflight += 1
+        return None
 
-    def gate(self, servicer: T) -> T:
-        """A stand-in for ``servicer`` whose RPC methods refuse new calls once draining or over the limit."""
-        return _Gated(servicer, self)  # type: ignore[return-value]
-
-
-class _Gated:
-    def __init__(self, servicer: object, gate: AdmissionGate) -> None:
-        self._servicer = servicer
-        self._gate = gate
-
-    def __getattr__(self, name: str):
-        method = getattr(self._servicer, name)
-        gate = self._gate
-        limited = name in gate.limited
-
-        async def check(context) -> None:
-            if gate.draining:
-                gate.metrics.request(name, "UNAVAILABLE")
-                await context.abort(grpc.StatusCode.UNAVAILABLE, AdmissionGate.DRAINING)
-            if limited and gate.inflight >= gate.limit:
-                gate.metrics.request(name, "RESOURCE_EXHAUSTED")
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, gate.refusal())
-
-        if inspect.isasyncgenfunction(method):
-
-            async def gated_stream(request_or_iterator, context):
-                await check(context)
-                gate.inflight += limited
-                stream = method(request_or_iterator, context)
-                try:
-                    async for item in stream:
-                        yield item
-                finally:
-                    gate.inflight -= limited
-                    await stream.aclose()
-
-            return gated_stream
-        if inspect.iscoroutinefunction(method):
-
-            async def gated(request_or_iterator, context):
-                await check(context)
-                gate.inflight += limited
-                try:
-                    return await method(request_or_iterator, context)
-                finally:
-                    gate.inflight -= limited
-
-            return gated
-        return method
+    def leave(self, method: str) -> None:
+        if method in self.limited:
+            self.inflight -= 1
 
 
 def transport_options(max_pending_calls: int) -> list[tuple[str, int]]:

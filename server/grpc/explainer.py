@@ -5,7 +5,7 @@ from __future__ import annotations
 from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc
 from cnnserve.server.explainer import ExplainerHandler
 from cnnserve.server.metrics import ServerMetrics
-from cnnserve.service.rpc import rpc
+from cnnserve.service.rpc import Servicer, rpc
 
 # The caller's metadata that travels on to the sidecar: its bearer token, which the sidecar checks too.
 FORWARDED_METADATA = frozenset({"authorization"})
@@ -21,10 +21,11 @@ def _forwarded(method: str):
     return rpc(call)
 
 
-class ExplainerServicer(pb_grpc.ExplainerServicer):
-    def __init__(self, handler: ExplainerHandler, metrics: ServerMetrics) -> None:
+class ExplainerServicer(Servicer, pb_grpc.ExplainerServicer):
+    def __init__(self, handler: ExplainerHandler, metrics: ServerMetrics, admission=None) -> None:
         self.handler = handler
         self.metrics = metrics
+        self.admission = admission
 
     async def _forward(self, method: str, request, context):
         metadata = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if k in FORWARDED_METADATA)

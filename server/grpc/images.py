@@ -6,13 +6,14 @@ from cnnserve._proto.cnnserve.v1 import images_pb2 as pb
 from cnnserve._proto.cnnserve.v1 import images_pb2_grpc as pb_grpc
 from cnnserve.server.images import ImageHandler
 from cnnserve.server.metrics import ServerMetrics
-from cnnserve.service.rpc import deadline_of, rpc
+from cnnserve.service.rpc import Servicer, deadline_of, rpc
 
 
-class ImageServicer(pb_grpc.ImageServiceServicer):
-    def __init__(self, handler: ImageHandler, metrics: ServerMetrics) -> None:
+class ImageServicer(Servicer, pb_grpc.ImageServiceServicer):
+    def __init__(self, handler: ImageHandler, metrics: ServerMetrics, admission=None) -> None:
         self.handler = handler
         self.metrics = metrics
+        self.admission = admission
 
     @rpc
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:

@@ -14,7 +14,7 @@ from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
 from cnnserve.server.tensors import WireTensor
 from cnnserve.service.errors import InvalidArgument, NotFound, ServingError
-from cnnserve.service.rpc import deadline_of, failure, rpc
+from cnnserve.service.rpc import Servicer, deadline_of, failure, rpc, rpc_stream
 
 SERVER_NAME = "cnnserve"
 EXTENSIONS = ["classification", "model_configuration", "model_repository", "statistics", "schedule_policy"]
@@ -71,18 +71,23 @@ def to_infer_response(result: InferResult) -> pb.ModelInferResponse:
     return response
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     """inference.GRPCInferenceService over the model manager and the inference handler."""
 
-    def __init__(self, models: ModelManager, handler: InferenceHandler, metrics: ServerMetrics, state) -> None:
+    def __init__(
+        self, models: ModelManager, handler: InferenceHandler, metrics: ServerMetrics, state, admission=None
+    ) -> None:
         self.models = models
         self.handler = handler
         self.metrics = metrics
         self.state = state  # has .live and .ready
+        self.admission = admission
 
+    @rpc(counted=False)
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=self.state.live)
 
+    @rpc(counted=False)
     async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=self.state.ready and self.models.ready())
 
@@ -96,6 +101,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self.state.ready)
 
+    @rpc(counted=False)
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
@@ -119,6 +125,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         result = await self.handler.infer(to_infer_request(request), deadline=deadline_of(context))
         return to_infer_response(result)
 
+    @rpc_stream
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests of one stream run concurrently (so they batch); answers come in completion order.
 
