@@ -5,7 +5,8 @@
     models/NAME/VERSION/model.onnx
     models/NAME/VERSION/metadata.json   (optional; preprocessing for the image-level API)
 
-Everything the server needs to serve a model is in its folder; no code per model.
+Everything the server needs to serve a model is in its folder; no code per model. A folder with only
+``VERSION/model.onnx`` is served with a config completed from the graph (``autocomplete.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from google.protobuf import text_format
 
 from cnnserve._proto.inference import model_config_pb2 as mc
+from cnnserve.autocomplete import DEFAULT_MAX_BATCH_SIZE, GraphNotDescribable, complete_config
 from cnnserve.protocol import CONFIG_TO_DATATYPE
 from cnnserve.service.errors import InvalidArgument, NotFound
 
@@ -89,11 +91,18 @@ def validate_model_name(name: str) -> str:
     return name
 
 
+def is_model_folder(path: Path) -> bool:
+    """A folder with a config.pbtxt, or a bare one with a ``VERSION/model.onnx`` (its config is completed)."""
+    if (path / "config.pbtxt").is_file():
+        return True
+    return path.is_dir() and any(v.name.isdigit() and (v / "model.onnx").is_file() for v in path.iterdir())
+
+
 def list_model_names(repository: Path) -> list[str]:
-    """Folders of the repository that hold a config.pbtxt, sorted."""
+    """Folders of the repository that hold a model (``is_model_folder``), sorted."""
     if not repository.is_dir():
         raise ModelConfigError(f"model repository {str(repository)!r} is not a directory")
-    return sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file() and _NAME_RE.match(p.name))
+    return sorted(p.name for p in repository.iterdir() if _NAME_RE.match(p.name) and is_model_folder(p))
 
 
 def parse_config(text: str, *, source: str = "config.pbtxt") -> mc.ModelConfig:
@@ -106,17 +115,29 @@ def parse_config(text: str, *, source: str = "config.pbtxt") -> mc.ModelConfig:
     return config
 
 
-def read_model(repository: Path, name: str) -> list[ModelSpec]:
-    """Read a model's folder and return the versions its version policy serves, newest first."""
+def read_model(
+    repository: Path, name: str, *, auto_complete_max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+) -> list[ModelSpec]:
+    """Read a model's folder and return the versions its version policy serves, newest first.
+
+    Without a config.pbtxt, or with one naming no inputs and no outputs, the config is completed from the
+    newest version's graph (``autocomplete.complete_config``; a dynamic first dimension batches up to
+    ``auto_complete_max_batch_size``).
+    """
     validate_model_name(name)
     folder = repository / name
     config_path = folder / "config.pbtxt"
-    if not config_path.is_file():
-        raise NotFound(f"model {name!r} is not in the repository (no {name}/config.pbtxt)")
-    config = parse_config(config_path.read_text(), source=str(config_path))
+    if not is_model_folder(folder):
+        raise NotFound(f"model {name!r} is not in the repository (no {name}/config.pbtxt nor {name}/1/model.onnx)")
+    if config_path.is_file():
+        config = parse_config(config_path.read_text(), source=str(config_path))
+    else:
+        config = mc.ModelConfig()
     if config.name and config.name != name:
         raise ModelConfigError(f"{config_path}: name {config.name!r} does not match the folder name {name!r}")
     config.name = name
+    if not config.input and not config.output:
+        _auto_complete(config, folder, auto_complete_max_batch_size)
     if not config.platform and config.backend == "onnxruntime":
         config.platform = "onnxruntime_onnx"
     if config.platform not in SUPPORTED_PLATFORMS or config.backend not in SUPPORTED_BACKENDS:
@@ -172,6 +193,20 @@ def read_model(repository: Path, name: str) -> list[ModelSpec]:
             )
         )
     return specs
+
+
+def _auto_complete(config: mc.ModelConfig, folder: Path, max_batch_size: int) -> None:
+    filename = config.default_model_filename or "model.onnx"
+    newest = max((p for p in folder.iterdir() if p.name.isdigit() and (p / filename).is_file()),
+                 key=lambda p: int(p.name), default=None)  # fmt: skip
+    if newest is None:
+        raise ModelConfigError(f"{folder}: no config inputs or outputs, and no version folder with {filename}")
+    try:
+        complete_config(config, folder, newest / filename, max_batch_size)
+    except GraphNotDescribable as exc:
+        raise ModelConfigError(f"cannot complete the config from the graph: {exc}") from exc
+    log.info("model %s: config completed from %s (max_batch_size %d)", config.name, newest / filename,
+             config.max_batch_size)  # fmt: skip
 
 
 def _tensor(t: mc.ModelInput | mc.ModelOutput, source: Path) -> TensorSpec:

@@ -18,6 +18,11 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--max-queue-size", type=int, help="per-model queue bound in samples (default 1024)")
     p.add_argument("--no-batching", dest="batching", action="store_false", default=None, help="run requests alone")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None)
+    p.add_argument(
+        "--auto-complete-max-batch-size",
+        type=int,
+        help="max_batch_size of a bare VERSION/model.onnx folder with a dynamic first dimension (default 4)",
+    )
     p.add_argument("--intra-op-threads", type=int, help="onnxruntime threads per session (0: its default)")
     p.add_argument(
         "--max-concurrent-calls",

@@ -51,8 +51,10 @@ class ImageHandler:
             pre = ImageDecoding.from_metadata(model, spec.metadata)
             if batch.shape[1:] != (pre.height, pre.width, pre.channels):
                 batch = await asyncio.to_thread(_decode_all, images, pre)
-        # A model without a batch dimension takes its one image as it is (check_samples allowed one).
-        inputs = {spec.inputs[0].name: batch if spec.batching else batch[0]}
+        # A model without a batch dimension takes its one image as it is (check_samples allowed one), or as a
+        # batch of one where its graph has a fixed batch of 1 (dims [1, H, W, C]).
+        fixed_batch = len(spec.inputs[0].dims) == 4
+        inputs = {spec.inputs[0].name: batch if spec.batching or fixed_batch else batch[0]}
         results = await served.batcher.submit(inputs, deadline=deadline)
         probabilities = results[spec.outputs[0].name]
         k = min(top_k or DEFAULT_TOP_K, probabilities.shape[-1])

@@ -91,7 +91,11 @@ class ModelManager:
             self._fingerprints[name] = await asyncio.to_thread(fingerprint, self.repository, name)
             started: dict[str, ServedVersion] = {}
             try:
-                for spec in await asyncio.to_thread(read_model, self.repository, name):
+                specs = await asyncio.to_thread(
+                    read_model, self.repository, name,
+                    auto_complete_max_batch_size=self.settings.auto_complete_max_batch_size,
+                )  # fmt: skip
+                for spec in specs:
                     started[spec.version] = await self._start_version(spec)
             except Exception as exc:
                 await self._retire(started.values())

@@ -7,26 +7,12 @@ import logging
 import numpy as np
 import onnxruntime as ort
 
+from cnnserve.autocomplete import ONNX_TO_DATATYPE
 from cnnserve.protocol import DATATYPE_TO_NUMPY
 from cnnserve.repository import ModelConfigError, ModelSpec
 
 log = logging.getLogger(__name__)
 
-# onnxruntime type name -> KServe datatype name.
-ONNX_TO_DATATYPE = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-}
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 

@@ -23,6 +23,13 @@ class ServerSettings(ServiceSettings):
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0 = its default.")
     max_queue_size: int = Field(1024, gt=0, description="Per-model queue bound in samples (config may override).")
     batching: bool = Field(True, description="Dynamic batching; off runs every request alone.")
+    auto_complete_max_batch_size: int = Field(
+        4,
+        ge=0,
+        description="max_batch_size given to a model whose config is completed from its ONNX graph (a bare "
+        "VERSION/model.onnx folder) when the graph's first dimension is dynamic; 0 serves it unbatched. "
+        "4 is Triton's default-max-batch-size.",
+    )
     warmup: bool = Field(True, description="Run every batch size once before reporting ready.")
     repository_poll_seconds: float = Field(
         0.0, ge=0, description="Poll the repository for new, changed or removed models every N s; 0 = off."

@@ -31,9 +31,11 @@ def tiny_onnx(
     classes: int = 10,
     seed: int = 0,
     batch_dimension: bool = True,
+    fixed_batch: int = 0,
 ):
     """A real ONNX classifier: uint8 NHWC images -> x/255 -> dense -> softmax, with a dynamic batch (or, without
-    ``batch_dimension``, one image [H, W, C] -> probabilities [K], as Triton's max_batch_size 0 describes)."""
+    ``batch_dimension``, one image [H, W, C] -> probabilities [K], as Triton's max_batch_size 0 describes; or,
+    with ``fixed_batch``, a first dimension of that fixed size, as a graph exported for batch 1)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -58,7 +60,7 @@ def tiny_onnx(
         numpy_helper.from_array(weights, "w"),
         numpy_helper.from_array(bias, "b"),
     ]
-    lead = ["batch"] if batch_dimension else []
+    lead = [fixed_batch] if fixed_batch else (["batch"] if batch_dimension else [])
     graph = helper.make_graph(
         nodes,
         "tiny",
