@@ -91,7 +91,12 @@ def rpc(handler=None, *, counted: bool = True):
 
 
 def rpc_stream(handler):
-    """Wrap a streaming servicer method (an async generator): admission; it answers its own failures."""
+    """Wrap a streaming servicer method (an async generator): admission, and the status of a failed stream.
+
+    The method answers its requests' own failures in the stream; an exception that ends the stream itself is
+    answered as a unary call's would be (a ServingError with its code, anything else INTERNAL with a request
+    id), and counted.
+    """
     method = handler.__name__
 
     @functools.wraps(handler)
@@ -103,6 +108,12 @@ def rpc_stream(handler):
         try:
             async for item in stream:
                 yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            code, message = failure(method, exc)
+            self.metrics.request(method, code.name)
+            await context.abort(code, message)
         finally:
             if admission is not None:
                 admission.leave(method)

@@ -129,23 +129,34 @@ class InferenceServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests of one stream run concurrently (so they batch); answers come in completion order.
 
-        A failed request is answered in the stream (``error_message``), which stays open for the others.
+        Each request is handled as a ModelInfer call would be: the stream's deadline is its deadline (it is
+        dropped before compute once that passed), and a failure gets the status unary calls get and is
+        counted under that code. A failed request is answered in the stream, which stays open for the others:
+        ``error_message`` is exactly the message a ModelInfer call would get (INTERNAL: with the request id of
+        the server log), and ``infer_response`` carries the request's id and model and the status code's name
+        in its ``code`` parameter. Requests still unanswered when the caller leaves are counted CANCELLED.
         """
         done: asyncio.Queue = asyncio.Queue()
         window = asyncio.Semaphore(_STREAM_WINDOW)
         tasks: set[asyncio.Task] = set()
+        deadline = deadline_of(context)
 
         async def one(msg: pb.ModelInferRequest) -> None:
             try:
-                result = await self.handler.infer(to_infer_request(msg))
-                await done.put(pb.ModelStreamInferResponse(infer_response=to_infer_response(result)))
-                self.metrics.request("ModelStreamInfer", "OK")
+                result = await self.handler.infer(to_infer_request(msg), deadline=deadline)
+                answer = pb.ModelStreamInferResponse(infer_response=to_infer_response(result))
+                code = "OK"
+            except asyncio.CancelledError:
+                self.metrics.request("ModelStreamInfer", "CANCELLED")
+                raise
             except Exception as exc:
-                code, message = failure("ModelStreamInfer", exc)
-                self.metrics.request("ModelStreamInfer", code.name)
-                await done.put(pb.ModelStreamInferResponse(error_message=message))
+                status, message = failure("ModelStreamInfer", exc)
+                answer = _stream_error(msg, status.name, message)
+                code = status.name
             finally:
                 window.release()
+            self.metrics.request("ModelStreamInfer", code)
+            await done.put(answer)
 
         async def reader() -> None:
             async for msg in request_iterator:
@@ -164,6 +175,8 @@ class InferenceServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
             read.cancel()
             for task in list(tasks):
                 task.cancel()
+            if tasks:  # let them count themselves CANCELLED
+                await asyncio.gather(*list(tasks), return_exceptions=True)
 
     @rpc
     async def ModelStatistics(self, request, context):
@@ -191,6 +204,16 @@ class InferenceServicer(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         self.models.check_repository(request.repository_name)
         await self.models.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+
+def _stream_error(msg: pb.ModelInferRequest, code: str, message: str) -> pb.ModelStreamInferResponse:
+    """A stream's answer to a failed request: the unary message, and the request's id and the code beside it."""
+    answer = pb.ModelStreamInferResponse(error_message=message)
+    answer.infer_response.model_name = msg.model_name
+    answer.infer_response.model_version = msg.model_version
+    answer.infer_response.id = msg.id
+    answer.infer_response.parameters["code"].string_param = code
+    return answer
 
 
 def _statistics(version) -> pb.ModelStatistics:
