@@ -109,6 +109,12 @@ class Augmentation:
     horizontal_flip: bool = False
     fill_mode: str = "constant"
     """How transforms fill uncovered pixels: ``constant`` (0, digits' background) or ``nearest``."""
+    elastic_alpha: float = 0.0
+    """Above 0: elastic distortion (Simard et al. 2003) with displacements of up to about this many pixels
+    before smoothing; the affine jitter above and the distortion are then applied together as one
+    resampling in NumPy (``augment.distort``) instead of the Keras layers."""
+    elastic_sigma: float = 4.0
+    """Standard deviation in pixels of the Gaussian that smooths the elastic displacement field."""
 
 
 @dataclass(frozen=True)
