@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +154,7 @@ def _metadata(
             "tf2onnx": tf2onnx.__version__,
             "onnx": onnx.__version__,
             "tensorflow": tf.__version__,
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
 

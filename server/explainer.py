@@ -102,7 +102,7 @@ class ExplainerHandler:
             started = asyncio.get_running_loop().time()
             try:
                 await asyncio.wait_for(channel.channel_ready(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._drop(channel)
                 raise self._unreachable(f"no connection within {wait:.1f}s") from None
             if timeout is not None:

@@ -90,7 +90,7 @@ async def serve_workers(settings: ServerSettings, workers: int, on_ready) -> Non
         while not stop.is_set() and all(p.is_alive() for p in procs):
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     finally:
         for p in procs:
