@@ -87,7 +87,7 @@ class CnnServer(GrpcProcess):
         self.state.live = True
         if s.metrics_port >= 0:
             self.metrics.watch_models(self._served_versions)
-            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+            self.metrics_port = self.metrics.serve(s.metrics_host or s.host, s.metrics_port)
         await self.models.load_all()
         if s.repository_poll_seconds > 0:
             self._poller = asyncio.create_task(self.models.poll_forever(s.repository_poll_seconds))

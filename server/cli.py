@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from cnnserve.service.bootstrap import print_ready, run_loop, serve_until_signal
+
+log = logging.getLogger(__name__)
 
 
 def add_serve_parser(sub) -> None:
@@ -40,6 +43,11 @@ def add_serve_parser(sub) -> None:
         help="CA of the explainer's certificate: TLS to the sidecar (default plaintext)",
     )
     p.add_argument("--workers", type=int, help="server processes sharing the port via SO_REUSEPORT (default 1)")
+    p.add_argument(
+        "--worker-restarts-per-minute",
+        type=int,
+        help="with --workers: exits within a minute after which the server stops non-zero (default 5)",
+    )
     p.add_argument("--uvloop", action="store_true", default=None, help="run the event loop on uvloop")
     p.set_defaults(func=_serve)
 
@@ -50,9 +58,13 @@ def _serve(args) -> int:
 
     settings = ServerSettings.from_args(args)
     if settings.workers > 1:
-        from cnnserve.server.workers import serve_workers
+        from cnnserve.server.workers import WorkersFailed, serve_workers
 
-        run_loop(serve_workers(settings, settings.workers, ready), settings.uvloop)
+        try:
+            run_loop(serve_workers(settings, settings.workers, ready), settings.uvloop)
+        except WorkersFailed as exc:
+            log.error("%s", exc)
+            return 1
         return 0
     server = CnnServer(settings)
     run_loop(serve_until_signal(server, lambda: ready(server.grpc_port, server.metrics_port)), settings.uvloop)

@@ -51,6 +51,13 @@ class ServerSettings(ServiceSettings):
         None, description="CA to verify the explainer's TLS certificate; unset: plaintext."
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC port (SO_REUSEPORT).")
+    worker_restarts_per_minute: int = Field(
+        5,
+        ge=0,
+        description="With workers > 1: exited workers are restarted (with backoff); more exits than this "
+        "within a minute stop the server with a non-zero status.",
+    )
+    metrics_host: str = Field("", description="Address the metrics endpoint binds; empty: host.")
     uvloop: bool = Field(False, description="Run the event loop on uvloop.")
     reuse_port: bool = Field(
         False,

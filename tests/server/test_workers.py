@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import urllib.request
 
 import numpy as np
 import pytest
 
-from support import ServerProcess, write_model
+from support import Load, ServerProcess, wait_until, write_model
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +51,82 @@ def test_a_plain_server_cannot_bind_the_workers_port(workers):
 
     with pytest.raises((OSError, RuntimeError)):
         asyncio.run(start())
+
+
+def _worker_pids(proc: ServerProcess) -> set[int]:
+    """The worker processes of a `--workers` server (spawned children, not multiprocessing's helpers)."""
+    import psutil
+
+    children = psutil.Process(proc.proc.pid).children()
+    return {c.pid for c in children if any("spawn_main" in part for part in c.cmdline())}
+
+
+def _metrics(proc: ServerProcess) -> dict[str, float]:
+    """The metrics port's samples, keyed by sample name and labels as Prometheus writes them."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=30).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+OK_INFER = 'cnnserve_requests_total{code="OK",method="ModelInfer"}'
+
+
+def test_metrics_cover_every_worker(workers):
+    """16 connections (spread over both workers by the kernel), 3 calls each: the metrics port counts all 48,
+    not one worker's share."""
+    from cnnserve.client import CnnserveClient
+
+    _, proc = workers
+    before = _metrics(proc).get(OK_INFER, 0)
+    for _ in range(16):
+        with CnnserveClient(proc.address, timeout=30) as client:
+            for _ in range(3):
+                client.infer("tiny", {"images": np.zeros((1, 28, 28, 1), np.uint8)})
+    samples = _metrics(proc)
+    assert samples[OK_INFER] - before == 48
+    assert samples["cnnserve_workers"] == 2
+    assert 'cnnserve_inference_total{model="tiny",version="1"}' in samples
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_worker_is_restarted_while_the_others_answer(tmp_path):
+    """SIGKILL one of two workers under load from 4 connections: the only failures are UNAVAILABLE (calls on
+    the dead worker's connections), a new worker takes the slot, and every connection is answered after;
+    counters never go backwards."""
+    write_model(tmp_path, "tiny")
+    proc = ServerProcess(tmp_path, "--workers", "2").start()
+    try:
+        pids = _worker_pids(proc)
+        assert len(pids) == 2
+        with Load(proc.address, "tiny", threads=4) as load:
+            wait_until(lambda: load.total() >= 200, "load running")
+            counted = _metrics(proc)[OK_INFER]
+            os.kill(min(pids), signal.SIGKILL)
+            wait_until(lambda: len(_worker_pids(proc) - pids) == 1, "a new worker")
+            wait_until(lambda: _metrics(proc)["cnnserve_workers"] == 2, "the new worker serving")
+            answered = load.total()
+            wait_until(lambda: load.total() >= answered + 200, "load answered after the restart")
+        assert {code for code, _ in load.errors} <= {"UNAVAILABLE"}, load.errors
+        samples = _metrics(proc)
+        assert samples["cnnserve_worker_restarts_total"] == 1
+        assert samples[OK_INFER] >= counted
+        assert proc.proc.poll() is None
+    finally:
+        assert proc.terminate() == 0
+
+
+def test_too_many_worker_exits_stop_the_server_non_zero(tmp_path):
+    """Both workers killed with a limit of one restart per minute: the server gives up and exits 1."""
+    write_model(tmp_path, "tiny")
+    proc = ServerProcess(tmp_path, "--workers", "2", "--worker-restarts-per-minute", "1").start()
+    try:
+        for pid in _worker_pids(proc):
+            os.kill(pid, signal.SIGKILL)
+        assert proc.proc.wait(120) == 1
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
