@@ -25,7 +25,7 @@ from cnnserve.server.images import ImageHandler
 from cnnserve.server.inference import InferenceHandler
 from cnnserve.server.metrics import ServerMetrics
 from cnnserve.server.model_manager import ModelManager
-from cnnserve.server.runtime import choose_providers
+from cnnserve.server.providers import plan_providers
 from cnnserve.server.settings import ServerSettings
 from cnnserve.service.bootstrap import SERVING, GrpcProcess, access_summary, build_server, report, start_server
 
@@ -76,9 +76,9 @@ class CnnServer(GrpcProcess):
     async def start(self) -> int:
         """Bind, load and warm up every model, then report SERVING. Returns the bound gRPC port."""
         s = self.settings
-        providers = choose_providers(s.device, s.allow_cpu_fallback)
-        log.info("onnxruntime providers: %s", providers)
-        self.models = ModelManager(s, providers, on_change=self._size_admission)
+        plan = plan_providers(s)
+        log.info("onnxruntime providers: %s", plan.providers())
+        self.models = ModelManager(s, plan, on_change=self._size_admission)
         self._size_admission()
         server = build_server(s, self._transport_options())
         self._add_servicers(server)

@@ -18,6 +18,17 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; -1 disables)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="onnxruntime execution provider (default cpu)")
     p.add_argument("--allow-cpu-fallback", action="store_true", default=None, help="with --device cuda")
+    p.add_argument("--cuda-device-id", type=int, help="CUDA device (default 0; a model's instance_group gpus wins)")
+    p.add_argument("--cuda-mem-limit", type=int, help="CUDA arena cap per session in bytes (default 0: none)")
+    p.add_argument(
+        "--cuda-arena-extend-strategy", choices=["kNextPowerOfTwo", "kSameAsRequested"], help="default kNextPowerOfTwo"
+    )
+    p.add_argument(
+        "--cudnn-conv-algo-search", choices=["EXHAUSTIVE", "HEURISTIC", "DEFAULT"], help="default EXHAUSTIVE"
+    )
+    p.add_argument("--cuda-graphs", action="store_true", default=None, help="a CUDA graph per batch size")
+    p.add_argument("--tensorrt", action="store_true", default=None, help="TensorRT provider before CUDA (off)")
+    p.add_argument("--io-binding", choices=["auto", "on", "off"], help="device buffers per batch size (auto: CUDA)")
     p.add_argument("--max-queue-size", type=int, help="per-model queue bound in samples (default 1024)")
     p.add_argument("--no-batching", dest="batching", action="store_false", default=None, help="run requests alone")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None)

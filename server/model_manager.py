@@ -22,7 +22,8 @@ from cnnserve.repository import (
     validate_model_name,
     verify_integrity,
 )
-from cnnserve.server.batcher import DynamicBatcher
+from cnnserve.server.batcher import DynamicBatcher, warmup_sizes
+from cnnserve.server.providers import CUDA, ProviderPlan
 from cnnserve.server.runtime import OnnxModel
 from cnnserve.server.settings import ServerSettings
 from cnnserve.server.stats import ModelStats
@@ -59,12 +60,16 @@ class ModelManager:
     """Loads the repository's models and answers "which version serves this request"."""
 
     def __init__(
-        self, settings: ServerSettings, providers: list[str], on_change: Callable[[], None] | None = None
+        self,
+        settings: ServerSettings,
+        plan: ProviderPlan | list[str],
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self._on_change = on_change or (lambda: None)
         self.repository = Path(settings.model_repository)
-        self.providers = providers
+        self.plan = plan if isinstance(plan, ProviderPlan) else ProviderPlan("cuda" if CUDA in plan else "cpu")
+        self.providers = self.plan.provider_names()
         self.models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._fingerprints: dict[str, tuple] = {}
@@ -209,11 +214,12 @@ class ModelManager:
         return bool(self.models) and all(e.state == "READY" for e in self.models.values() if e.reason != "unloaded")
 
     async def _start_version(self, spec: ModelSpec) -> ServedVersion:
-        if spec.kind == "GPU" and "CUDAExecutionProvider" not in self.providers:
+        if spec.kind == "GPU" and CUDA not in self.providers:
             log.warning("model %s asks for KIND_GPU; serving on %s", spec.name, self.providers)
+        plan = self.plan.for_model(spec)
         await asyncio.to_thread(verify_integrity, spec)
         threads = spec.intra_op_threads or self.settings.intra_op_threads  # the model's config.pbtxt wins
-        runtime = await asyncio.to_thread(OnnxModel, spec, self.providers, threads)
+        runtime = await asyncio.to_thread(OnnxModel, spec, plan, threads)
         stats = ModelStats(name=spec.name, version=spec.version)
         batcher = DynamicBatcher(
             runtime.run,
@@ -230,7 +236,8 @@ class ModelManager:
         await batcher.start()
         if self.settings.warmup:
             try:
-                await batcher.warmup(runtime.example_inputs(1))
+                sizes = [size for size in warmup_sizes(batcher.max_batch_size) for _ in range(runtime.warmup_runs)]
+                await batcher.warmup(runtime.example_inputs(1), sizes)
             except Exception as exc:
                 await batcher.stop(drain=False)
                 raise ModelConfigError(f"model {spec.name} v{spec.version} failed warm-up: {exc}") from exc

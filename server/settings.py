@@ -20,6 +20,25 @@ class ServerSettings(ServiceSettings):
     metrics_port: int = Field(8002, ge=-1, le=65535, description="Prometheus port; 0 picks one, -1 disables.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="onnxruntime execution provider to use.")
     allow_cpu_fallback: bool = Field(False, description="With device=cuda: start on CPU if CUDA is missing.")
+    # CUDA provider options (device=cuda only; a model's config.pbtxt parameters override them, see
+    # cnnserve.server.providers).
+    cuda_device_id: int = Field(0, ge=0, description="CUDA device of every session (instance_group gpus wins).")
+    cuda_mem_limit: int = Field(
+        0, ge=0, description="onnxruntime's CUDA memory arena cap per session in bytes (gpu_mem_limit); 0: none."
+    )
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        "kNextPowerOfTwo", description="How the CUDA memory arena grows (arena_extend_strategy)."
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE", description="cuDNN convolution algorithm search, once per shape (at warm-up)."
+    )
+    cuda_graphs: bool = Field(
+        False, description="Capture a CUDA graph per batch size at warm-up and replay it (needs I/O binding)."
+    )
+    tensorrt: bool = Field(False, description="Put onnxruntime's TensorRT provider before CUDA (off by default).")
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto", description="Feed batches through device buffers bound per batch size; auto: on with CUDA only."
+    )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session; 0 = its default.")
     max_queue_size: int = Field(1024, gt=0, description="Per-model queue bound in samples (config may override).")
     batching: bool = Field(True, description="Dynamic batching; off runs every request alone.")
