@@ -14,7 +14,8 @@ from support import ROOT
 RULES = {
     "client": (("cnnserve._proto", "cnnserve.protocol", "cnnserve.client"), ("tensorflow", "keras", "onnxruntime")),
     "server": (
-        ("cnnserve._proto", "cnnserve.protocol", "cnnserve.repository", "cnnserve.service", "cnnserve.server"),
+        ("cnnserve._proto", "cnnserve.protocol", "cnnserve.repository", "cnnserve.service", "cnnserve.server")
+        + ("cnnserve.autocomplete",),  # the ONNX type table of the config completion
         ("tensorflow", "keras", "tf2onnx"),
     ),
     "explainer": (
@@ -25,9 +26,11 @@ RULES = {
     "cnnserve/service": (("cnnserve._proto", "cnnserve.protocol", "cnnserve.service"), ("tensorflow", "onnxruntime")),
     "cnnserve/protocol.py": (("cnnserve._proto",), ("tensorflow", "onnxruntime")),
     "cnnserve/repository.py": (
-        ("cnnserve._proto", "cnnserve.protocol", "cnnserve.service.errors"),
+        ("cnnserve._proto", "cnnserve.protocol", "cnnserve.service.errors", "cnnserve.autocomplete"),
         ("tensorflow", "onnxruntime"),
     ),
+    # Reads a bare model.onnx with onnxruntime (imported where a config is completed, never at import).
+    "cnnserve/autocomplete.py": (("cnnserve._proto", "cnnserve.protocol"), ("tensorflow", "keras")),
 }
 
 
