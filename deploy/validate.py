@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import re
 import shutil
@@ -184,9 +185,7 @@ def validate_kubernetes() -> None:
     docs = {f.name: [d for d in yaml.safe_load_all(f.read_text()) if d] for f in files}
     check(all(docs.values()), f"every manifest parses as YAML: {', '.join(docs)}")
     builtin = [f for f in files if not any(d["kind"] in ("InferenceService", "Kustomization") for d in docs[f.name])]
-    try:
-        import kubernetes_validate  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("kubernetes_validate") is None:
         check(False, "kubernetes-validate is installed (pip install kubernetes-validate)")
         return
     validator = [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet"]

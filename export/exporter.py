@@ -24,9 +24,10 @@ from cnnserve.export.onnx_convert import DEFAULT_OPSET, convert
 from cnnserve.export.parity import MIN_SAMPLES, check_parity, onnx_session, predict_onnx
 from cnnserve.export.triton_config import KSERVE_DATATYPES, ModelConfig, TensorConfig, render_config
 from cnnserve.repository import PARITY_MAX_ABS_DIFF, file_sha256
+from cnnserve.training.architectures import INPUT_NAME, OUTPUT_NAME
 from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
 from cnnserve.training.data import indices_sha256, load_dataset, split_dataset
-from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
+from cnnserve.training.registry import Variant, get_variant
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ class Prediction:
 def top_k(probabilities: np.ndarray, k: int, labels: Sequence[str]) -> list[list[Prediction]]:
     """The ``k`` best classes of each row (the last axis holds the classes), best first; ties keep class order."""
     classes = probabilities.shape[-1]
-    if not 1 <= k <= classes:
+    if k > classes:  # k >= 1 is the request's rule, checked before queueing
         raise InvalidArgument(f"classification k={k} is larger than the model's {classes} classes")
     flat = probabilities.reshape(-1, classes)
     best = np.argsort(-flat, axis=1, kind="stable")[:, :k]

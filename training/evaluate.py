@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnserve.training.architectures import INPUT_NAME, OUTPUT_NAME
 from cnnserve.training.data import load_dataset, split_dataset
-from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, get_variant
+from cnnserve.training.registry import get_variant
 
 
 def _onnx_local(path: Path, x: np.ndarray, batch: int) -> np.ndarray:

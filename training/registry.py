@@ -27,9 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnserve.training import architectures as arch
-from cnnserve.training.architectures import CAFFE_MEAN_RGB, INPUT_NAME, OUTPUT_NAME, RESCALE_LAYER
-
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "RESCALE_LAYER", "VARIANTS", "Variant", "get_variant"]
+from cnnserve.training.architectures import CAFFE_MEAN_RGB
 
 DIGIT_LABELS: tuple[str, ...] = tuple(str(i) for i in range(10))
 # Package data (installed with the wheel): the registry must load in every image, the server's included.

@@ -6,6 +6,7 @@ Python API: :func:`train_variant`. CLI: ``cnnserve train VARIANT`` (see ``cli.py
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import platform
@@ -20,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from cnnserve.repository import file_sha256
+from cnnserve.training.architectures import INPUT_NAME, OUTPUT_NAME
 from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
 from cnnserve.training.data import SMOKE_DATA, Dataset, Split, load_dataset, split_dataset
-from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, Variant, get_variant
+from cnnserve.training.registry import Variant, get_variant
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,8 @@ def training_callbacks(log_dir: Path) -> list:
 
     log_dir.mkdir(parents=True, exist_ok=True)
     callbacks = [keras.callbacks.CSVLogger(str(log_dir / "history.csv"))]
-    try:
-        import tensorboard  # noqa: F401  (tf.summary needs it; tensorflow-cpu does not depend on it)
-    except ImportError:
+    # tf.summary needs the tensorboard package; tensorflow-cpu does not depend on it.
+    if importlib.util.find_spec("tensorboard") is None:
         log.warning("tensorboard is not installed: writing only %s/history.csv", log_dir)
     else:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))

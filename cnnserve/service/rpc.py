@@ -64,9 +64,7 @@ def rpc(handler=None, *, counted: bool = True):
 
     @functools.wraps(handler)
     async def call(self, request, context):
-        admission = self.admission
-        if admission is not None:
-            await _admit(self, admission, method, context)
+        admission = await _admit(self, method, context)
         try:
             result = await handler(self, request, context)
         except asyncio.CancelledError:  # the caller went away or its deadline passed
@@ -101,9 +99,7 @@ def rpc_stream(handler):
 
     @functools.wraps(handler)
     async def call(self, request_iterator, context):
-        admission = self.admission
-        if admission is not None:
-            await _admit(self, admission, method, context)
+        admission = await _admit(self, method, context)
         stream = handler(self, request_iterator, context)
         try:
             async for item in stream:
@@ -122,12 +118,14 @@ def rpc_stream(handler):
     return call
 
 
-async def _admit(servicer: Servicer, admission, method: str, context) -> None:
-    refused = admission.enter(method)
-    if refused is not None:
+async def _admit(servicer: Servicer, method: str, context):
+    """Enter the servicer's admission (aborting the call if it refuses); returns it, to leave when the call ends."""
+    admission = servicer.admission
+    if admission is not None and (refused := admission.enter(method)) is not None:
         code, message = refused
         servicer.metrics.request(method, code.name)
         await context.abort(code, message)
+    return admission
 
 
 def refusing_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:

@@ -17,7 +17,8 @@ import json
 import numpy as np
 import pytest
 
-from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, VARIANTS
+from cnnserve.training.architectures import INPUT_NAME, OUTPUT_NAME
+from cnnserve.training.registry import VARIANTS
 from support import ServerThread, png_bytes
 
 # Inception v3 and ResNet50 run at small smoke inputs, but their graphs (94 and 53 convolutions) take 4-7

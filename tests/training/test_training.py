@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from cnnserve.training.architectures import INPUT_NAME, OUTPUT_NAME
 from cnnserve.training.data import (
     DEFAULT_DATA,
     HELDOUT_COUNT,
@@ -16,7 +17,7 @@ from cnnserve.training.data import (
     split_dataset,
     stratified_heldout,
 )
-from cnnserve.training.registry import INPUT_NAME, OUTPUT_NAME, VARIANTS, get_variant
+from cnnserve.training.registry import VARIANTS, get_variant
 
 VARIANT_NAMES = sorted(VARIANTS)
 
