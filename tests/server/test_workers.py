@@ -57,8 +57,14 @@ def _worker_pids(proc: ServerProcess) -> set[int]:
     """The worker processes of a `--workers` server (spawned children, not multiprocessing's helpers)."""
     import psutil
 
-    children = psutil.Process(proc.proc.pid).children()
-    return {c.pid for c in children if any("spawn_main" in part for part in c.cmdline())}
+    pids = set()
+    for child in psutil.Process(proc.proc.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any("spawn_main" in part for part in child.cmdline()):
+                pids.add(child.pid)
+        except psutil.Error:  # exited (or a zombie the parent has not reaped yet): not a worker any more
+            pass
+    return pids
 
 
 def _metrics(proc: ServerProcess) -> dict[str, float]:
