@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -97,7 +98,9 @@ def main() -> int:
         for c in configs:
             log = (out / f"{c.label}.log").open("w")
             command = pinned(args.server_cpus, c.command)
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=c.cwd)
+            # HTTP off unless asked for (servers run side by side; an older tree ignores the variable).
+            env = dict(os.environ, CNNSERVE_HTTP_PORT=os.environ.get("CNNSERVE_HTTP_PORT", "-1"))
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=c.cwd, env=env)
             servers.append((c, proc, wait_ready(proc)["grpc_port"]))
         for round_ in range(args.rounds):
             for c, proc, port in servers if round_ % 2 == 0 else servers[::-1]:

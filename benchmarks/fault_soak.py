@@ -84,7 +84,7 @@ def main() -> int:
     explainer, explainer_port = _start(["explainer", "--model-repository", str(args.repository), "--host",
                                         "127.0.0.1", "--grpc-port", "0"], log)  # fmt: skip
     server, port = _start(["serve", "--model-repository", str(args.repository), "--host", "127.0.0.1",
-                           "--grpc-port", "0", "--metrics-port", "-1",
+                           "--grpc-port", "0", "--metrics-port", "-1", "--http-port", "-1",
                            "--explainer-address", f"127.0.0.1:{explainer_port}"], log)  # fmt: skip
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     infer = pb_grpc.GRPCInferenceServiceStub(channel)

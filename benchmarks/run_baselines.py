@@ -100,7 +100,7 @@ def free_port() -> int:
 
 def cnnserve(repo: Path, *extra: str) -> list[str]:
     return [PY, "-m", "cnnserve.cli", "serve", "--model-repository", str(repo), "--host", "127.0.0.1"] + [
-        "--grpc-port", "0", "--metrics-port", "-1", *extra,
+        "--grpc-port", "0", "--metrics-port", "-1", "--http-port", "-1", *extra,
     ]  # fmt: skip
 
 

@@ -49,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(args.repository)]
-    cmd += ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1", *args.serve_args]
+    cmd += ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1", "--http-port", "-1", *args.serve_args]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=(args.out / "server.log").open("w"), text=True)
     try:
         port = wait_ready(server)["grpc_port"]

@@ -78,7 +78,7 @@ def main() -> int:
         print(f"explainer ready on {explainer_address}")
         server = subprocess.Popen(
             [sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(models), "--host", "127.0.0.1",
-             "--grpc-port", "0", "--metrics-port", "0", "--explainer-address", explainer_address],
+             "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0", "--explainer-address", explainer_address],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         ready = wait_ready(server)

@@ -13,8 +13,11 @@ log = logging.getLogger(__name__)
 def add_serve_parser(sub) -> None:
     from cnnserve.server.settings import ServerSettings
 
-    p = sub.add_parser("serve", help="serve a model repository over gRPC (KServe v2 / Triton protocol)")
+    p = sub.add_parser("serve", help="serve a model repository over gRPC and HTTP (KServe v2 / Triton protocol)")
     ServerSettings.add_arguments(p)
+    p.add_argument("--http-port", type=int, help="HTTP port, KServe v2 REST (default 8000; 0 picks one; -1 disables)")
+    p.add_argument("--http-request-timeout", type=float, help="seconds a request may take to arrive (default 30)")
+    p.add_argument("--http-keepalive-timeout", type=float, help="seconds an idle HTTP connection stays open (60)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; -1 disables)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="onnxruntime execution provider (default cpu)")
     p.add_argument("--allow-cpu-fallback", action="store_true", default=None, help="with --device cuda")
@@ -53,7 +56,7 @@ def add_serve_parser(sub) -> None:
         type=Path,
         help="CA of the explainer's certificate: TLS to the sidecar (default plaintext)",
     )
-    p.add_argument("--workers", type=int, help="server processes sharing the port via SO_REUSEPORT (default 1)")
+    p.add_argument("--workers", type=int, help="server processes sharing the ports via SO_REUSEPORT (default 1)")
     p.add_argument(
         "--worker-restarts-per-minute",
         type=int,
@@ -78,9 +81,11 @@ def _serve(args) -> int:
             return 1
         return 0
     server = CnnServer(settings)
-    run_loop(serve_until_signal(server, lambda: ready(server.grpc_port, server.metrics_port)), settings.uvloop)
+    on_ready = lambda: ready(server.grpc_port, server.metrics_port, server.http_port)  # noqa: E731
+    run_loop(serve_until_signal(server, on_ready), settings.uvloop)
     return 0
 
 
-def ready(grpc_port: int, metrics_port: int) -> None:
-    print_ready(grpc_port=grpc_port, metrics_port=metrics_port)
+def ready(grpc_port: int, metrics_port: int, http_port: int = -1) -> None:
+    """The ready line: the bound ports (``http_port`` -1: HTTP disabled)."""
+    print_ready(grpc_port=grpc_port, metrics_port=metrics_port, http_port=http_port)

@@ -21,6 +21,7 @@ class ClassifyResult:
     model_name: str
     model_version: str
     predictions: list[list[Prediction]]  # per image, best first
+    inputs: np.ndarray | None = None  # the decoded batch [N, H, W, C] exactly as the model saw it
 
 
 class ImageHandler:
@@ -61,7 +62,7 @@ class ImageHandler:
         rows = top_k_predictions(probabilities, k, spec.labels)
         # The image API always names a class: its index where the model has no label for it.
         named = [[p if p.label else replace(p, label=str(p.index)) for p in row] for row in rows]
-        return ClassifyResult(spec.name, spec.version, named)
+        return ClassifyResult(spec.name, spec.version, named, batch)
 
 
 def _decode_all(images: list[bytes], pre: ImageDecoding) -> np.ndarray:

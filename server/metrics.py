@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -15,7 +16,28 @@ from cnnserve.service.metrics import RequestMetrics
 
 
 class ServerMetrics(RequestMetrics):
-    """The request counts, and the statistics of the served model versions."""
+    """The request counts (gRPC by method, HTTP by route), and the statistics of the served model versions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._http_requests = Counter(
+            "cnnserve_http_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self._http_children: dict[tuple[str, str], Counter] = {}
+
+    def http_request(self, route: str, status: str) -> None:
+        child = self._http_children.get((route, status))
+        if child is None:
+            child = self._http_children[(route, status)] = self._http_requests.labels(route, status)
+        child.inc()
+
+    def http_count(self, route: str, status: str) -> int:
+        """How many requests of ``route`` (its label, e.g. "POST /v2/models/{name}/infer") got ``status``."""
+        value = self.registry.get_sample_value("cnnserve_http_requests_total", {"route": route, "status": status})
+        return int(value or 0)
 
     def watch_models(self, versions: Callable[[], Iterable]) -> None:
         """Export the statistics of the served versions (callable returns ServedVersion objects)."""

@@ -17,6 +17,13 @@ class ServerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CNNSERVE_", extra="forbid")
 
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
+    http_port: int = Field(
+        8000, ge=-1, le=65535, description="HTTP port (KServe v2 REST); 0 picks a free port, -1 disables."
+    )
+    http_request_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request may take to arrive whole (headers and body); then 408."
+    )
+    http_keepalive_timeout: float = Field(60.0, gt=0, description="Seconds an idle HTTP connection stays open.")
     metrics_port: int = Field(8002, ge=-1, le=65535, description="Prometheus port; 0 picks one, -1 disables.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="onnxruntime execution provider to use.")
     allow_cpu_fallback: bool = Field(False, description="With device=cuda: start on CPU if CUDA is missing.")
@@ -69,7 +76,7 @@ class ServerSettings(ServiceSettings):
     explainer_tls_ca: Path | None = Field(
         None, description="CA to verify the explainer's TLS certificate; unset: plaintext."
     )
-    workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC port (SO_REUSEPORT).")
+    workers: int = Field(1, ge=1, le=64, description="Server processes sharing the gRPC and HTTP ports (SO_REUSEPORT).")
     worker_restarts_per_minute: int = Field(
         5,
         ge=0,
@@ -80,6 +87,6 @@ class ServerSettings(ServiceSettings):
     uvloop: bool = Field(False, description="Run the event loop on uvloop.")
     reuse_port: bool = Field(
         False,
-        description="Set SO_REUSEPORT on the gRPC socket; only --workers sets it, so a second server "
+        description="Set SO_REUSEPORT on the gRPC and HTTP sockets; only --workers sets it, so a second server "
         "cannot silently bind a port in use.",
     )

@@ -1,4 +1,4 @@
-"""`cnnserve serve --workers N`: N server processes sharing one gRPC port through SO_REUSEPORT, supervised.
+"""`cnnserve serve --workers N`: N server processes sharing the gRPC and HTTP ports (SO_REUSEPORT), supervised.
 
 One Python process tops out at one core of event loop; the kernel spreads new connections over the
 listening sockets of the N processes. Each worker loads its own sessions and batchers, so statistics
@@ -17,7 +17,8 @@ added. The parent adds ``cnnserve_workers`` (workers serving now) and ``cnnserve
 
 SO_REUSEPORT is enabled only here: a plain `cnnserve serve` keeps ``grpc.so_reuseport`` at 0 so that a
 second server cannot silently bind a port that is already in use. The parent holds a bound (not listening)
-reservation socket with SO_REUSEPORT for the whole run, which also picks the port when 0 is asked for.
+reservation socket with SO_REUSEPORT per port (gRPC, and HTTP unless disabled) for the whole run, which also
+picks the port when 0 is asked for.
 """
 
 from __future__ import annotations
@@ -141,10 +142,11 @@ class MetricsAggregate(Collector):
 class Supervisor:
     """The worker processes: started, watched, restarted with backoff, and stopped."""
 
-    def __init__(self, settings: ServerSettings, workers: int, port: int) -> None:
+    def __init__(self, settings: ServerSettings, workers: int, port: int, http_port: int = -1) -> None:
         self.settings = settings
         self.count = workers
         self.port = port
+        self.http_port = http_port
         self.ctx = mp.get_context("spawn")
         self.events = self.ctx.Queue()
         self.procs: dict[int, mp.Process] = {}
@@ -156,7 +158,7 @@ class Supervisor:
         self.failed: str | None = None  # why a worker failed before it was ready
 
     def spawn(self, slot: int) -> None:
-        update = {"grpc_port": self.port, "reuse_port": True, "metrics_port": -1}
+        update = {"grpc_port": self.port, "http_port": self.http_port, "reuse_port": True, "metrics_port": -1}
         if self.metrics is not None:
             update.update(metrics_port=0, metrics_host="127.0.0.1")
         worker_settings = self.settings.model_copy(update=update)
@@ -222,11 +224,14 @@ class Supervisor:
 
 
 async def serve_workers(settings: ServerSettings, workers: int, on_ready) -> None:
-    """Start ``workers`` processes on one port, call ``on_ready(grpc_port, metrics_port)``, keep them serving
-    (restarting any that exits) until a signal; raises WorkersFailed past the restart limit."""
+    """Start ``workers`` processes on one gRPC and one HTTP port, call ``on_ready(grpc_port, metrics_port,
+    http_port)``, keep them serving (restarting any that exits) until a signal; raises WorkersFailed past the
+    restart limit."""
     reservation = reserve_port(settings.host, settings.grpc_port)
     port = reservation.getsockname()[1]
-    pool = Supervisor(settings, workers, port)
+    http_reservation = reserve_port(settings.host, settings.http_port) if settings.http_port >= 0 else None
+    http_port = http_reservation.getsockname()[1] if http_reservation is not None else -1
+    pool = Supervisor(settings, workers, port, http_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -247,8 +252,8 @@ async def serve_workers(settings: ServerSettings, workers: int, on_ready) -> Non
             registry.register(pool.metrics)
             http, _thread = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
             metrics_port = http.server_port
-        log.info("%d workers serving on %s:%d", workers, settings.host, port)
-        on_ready(port, metrics_port)
+        log.info("%d workers serving on %s: gRPC %d, HTTP %d", workers, settings.host, port, http_port)
+        on_ready(port, metrics_port, http_port)
         while not stop.is_set():
             await asyncio.to_thread(pool.poll_events, 0.2)
             pool.check()
@@ -259,3 +264,5 @@ async def serve_workers(settings: ServerSettings, workers: int, on_ready) -> Non
             http.shutdown()
             http.server_close()
         reservation.close()
+        if http_reservation is not None:
+            http_reservation.close()

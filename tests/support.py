@@ -247,7 +247,7 @@ class ChildProcess:
 class ServerProcess(ChildProcess):
     """`cnnserve serve`, its metrics on a port of its own choosing (``metrics_port``)."""
 
-    command = ("serve", "--metrics-port", "0")
+    command = ("serve", "--metrics-port", "0", "--http-port", "0")
 
     @property
     def metrics_port(self) -> int:
@@ -315,9 +315,8 @@ class ServerThread:
         from cnnserve.server.app import CnnServer
         from cnnserve.server.settings import ServerSettings
 
-        self.settings = ServerSettings(
-            model_repository=repository, host="127.0.0.1", grpc_port=0, metrics_port=0, **settings
-        )
+        ports = {"grpc_port": 0, "metrics_port": 0, "http_port": 0, **settings}
+        self.settings = ServerSettings(model_repository=repository, host="127.0.0.1", **ports)
         self.server = CnnServer(self.settings)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -379,3 +378,72 @@ def add_keras_model(folder: Path, model, version: int = 1) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return path
+
+
+class Http:
+    """A plain HTTP/1.1 client on one keep-alive connection (http.client), for the HTTP front door's tests.
+
+    ``call`` returns (status, headers as a lowercase dict, body bytes); ``json`` decodes the body as well.
+    """
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 30.0, **connection) -> None:
+        import http.client
+
+        if connection.get("context") is not None:
+            self.conn = http.client.HTTPSConnection(host, port, timeout=timeout, **connection)
+        else:
+            self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        self.conn.request(method, path, body=body, headers=headers or {})
+        response = self.conn.getresponse()
+        data = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+    def json(self, method: str, path: str, value=None, headers: dict | None = None):
+        body = None if value is None else json.dumps(value).encode()
+        status, head, data = self.call(method, path, body, {"Content-Type": "application/json", **(headers or {})})
+        return status, (json.loads(data) if data else None)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Http:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def raw_http(port: int, data: bytes, *, timeout: float = 30.0, host: str = "127.0.0.1", then: bytes | None = None):
+    """Send ``data`` as it is on a fresh connection; read one answer (status, lowercase headers, body).
+
+    With ``then``, send it on the same connection afterwards and return both answers (the second None when the
+    server closed the connection, as it does after a malformed request)."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        reader = sock.makefile("rb")
+        first = _read_answer(reader)
+        if then is None:
+            return first
+        try:
+            sock.sendall(then)
+            second = _read_answer(reader)
+        except (OSError, ConnectionError, ValueError):
+            second = None
+        return first, second
+
+
+def _read_answer(reader):
+    status_line = reader.readline()
+    if not status_line:
+        raise ConnectionError("connection closed without an answer")
+    status = int(status_line.split()[1])
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = reader.read(int(headers.get("content-length", "0")))
+    return status, headers, body

@@ -56,14 +56,19 @@ class GrpcProcess:
             return
         grace = self.settings.grace_seconds if grace is None else grace
         await self.stop_accepting(grace)
+        stopping = [self.stop_other_transports(grace)]
         if self._server is not None:
-            await self._server.stop(grace)
+            stopping.append(self._server.stop(grace))
+        await asyncio.gather(*stopping)  # in-flight calls of every transport finish within the same grace
         await self.close()
         self._stopped.set()
         log.info("%s stopped", self.name)
 
     async def stop_accepting(self, grace: float) -> None:
         await self.health.shut_down()
+
+    async def stop_other_transports(self, grace: float) -> None:
+        """Stop a transport beside gRPC (the server's HTTP port): stop accepting, finish in-flight calls."""
 
     async def close(self) -> None:
         """Release what the process holds, once no call runs any more."""

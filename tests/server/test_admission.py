@@ -111,7 +111,7 @@ def test_admission_limit_refuses_each_work_call_with_the_limit_named(tmp_path):
     try:
         inference = pb_grpc.GRPCInferenceServiceStub(channel)
         waiting = [inference.ModelInfer.future(_request("slow"), timeout=120) for _ in range(4)]
-        wait_until(lambda: thread.server._gate.inflight == 4, "four calls in flight")
+        wait_until(lambda: thread.server.gate.inflight == 4, "four calls in flight")
         refused = {
             "ModelInfer": lambda: inference.ModelInfer(_request("m"), timeout=10),
             "ModelStreamInfer": lambda: list(inference.ModelStreamInfer(iter([_request("m")]), timeout=10)),
@@ -135,7 +135,7 @@ def test_admission_limit_refuses_each_work_call_with_the_limit_named(tmp_path):
             assert counter.labels(name, "RESOURCE_EXHAUSTED")._value.get() == 1, name
         for future in waiting:
             future.cancel()
-        wait_until(lambda: thread.server._gate.inflight == 0, "the cancelled calls leave")
+        wait_until(lambda: thread.server.gate.inflight == 0, "the cancelled calls leave")
         assert counter.labels("ModelInfer", "CANCELLED")._value.get() == 4
         assert inference.ModelInfer(_request("m"), timeout=30).outputs
     finally:
@@ -150,12 +150,12 @@ def test_the_default_admission_limit_holds_what_the_queues_hold(tmp_path):
     write_model(tmp_path, "a", max_batch_size=8, queue_size=3000)
     thread = ServerThread(tmp_path).start()
     try:
-        assert thread.server._gate.limit == 3000 + 8
+        assert thread.server.gate.limit == 3000 + 8
         write_model(tmp_path, "b", max_batch_size=16, queue_size=500)
         thread.call(thread.server.models.load("b"))
-        assert thread.server._gate.limit == 3000 + 8 + 500 + 16
+        assert thread.server.gate.limit == 3000 + 8 + 500 + 16
         thread.call(thread.server.models.unload("a"))
         thread.call(thread.server.models.unload("b"))
-        assert thread.server._gate.limit == 1024
+        assert thread.server.gate.limit == 1024
     finally:
         thread.stop()

@@ -105,7 +105,7 @@ def test_draining_refuses_new_calls_on_every_service_but_health(tmp_path):
     try:
         with CnnserveClient(thread.address, timeout=10) as client:
             client.inference.ModelInfer(_request("m"))  # served before draining
-            thread.server._gate.draining = True
+            thread.server.gate.draining = True
             calls = {
                 "infer": lambda: client.inference.ModelInfer(_request("m")),
                 "stream": lambda: list(client.inference.ModelStreamInfer(iter([_request("m")]))),
