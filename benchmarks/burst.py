@@ -50,7 +50,9 @@ def start_server(tree: Path, repository: Path, cpus: str | None, log: Path, extr
     command += ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", *extra]
     if cpus:
         command = ["taskset", "-c", cpus, *command]
-    proc = subprocess.Popen(command, cwd=tree, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    # HTTP off unless asked for (an older tree ignores the variable).
+    env = dict(os.environ, CNNSERVE_HTTP_PORT=os.environ.get("CNNSERVE_HTTP_PORT", "-1"))
+    proc = subprocess.Popen(command, cwd=tree, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env)
     event = wait_ready(proc)
     return proc, event["grpc_port"], event["metrics_port"]
 

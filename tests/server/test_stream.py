@@ -99,4 +99,4 @@ def test_requests_of_a_stream_its_caller_left_are_counted_cancelled(server):
         wait_until(lambda: server.server.models.get("slow", "").batcher.queued_samples == 2, "both queued")
         call.cancel()
         wait_until(lambda: server.server.metrics.count("ModelStreamInfer", "CANCELLED") == 2, "both counted")
-    wait_until(lambda: server.server._gate.inflight == 0, "the stream leaves admission")
+    wait_until(lambda: server.server.gate.inflight == 0, "the stream leaves admission")

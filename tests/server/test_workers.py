@@ -40,7 +40,9 @@ def test_a_plain_server_cannot_bind_the_workers_port(workers):
     from cnnserve.server.settings import ServerSettings
 
     repo, proc = workers
-    settings = ServerSettings(model_repository=repo, host="127.0.0.1", grpc_port=proc.grpc_port, metrics_port=-1)
+    settings = ServerSettings(
+        model_repository=repo, host="127.0.0.1", grpc_port=proc.grpc_port, metrics_port=-1, http_port=-1
+    )
 
     async def start():
         server = CnnServer(settings)
