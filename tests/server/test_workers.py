@@ -138,3 +138,22 @@ def test_too_many_worker_exits_stop_the_server_non_zero(tmp_path):
     finally:
         if proc.proc.poll() is None:
             proc.proc.kill()
+
+
+def test_every_worker_serves_http_on_the_shared_port(workers):
+    """Requests over fresh HTTP connections spread over both workers: their statistics (per process) differ."""
+    from support import Http
+
+    _, proc = workers
+    port = proc.ready["http_port"]
+    assert port > 0
+    body = {"inputs": [{"name": "images", "shape": [1, 28, 28, 1], "datatype": "UINT8", "data": [0] * 784}]}
+    for _ in range(20):
+        with Http(port) as http:
+            assert http.json("POST", "/v2/models/tiny/infer", body)[0] == 200
+    counts = set()
+    for _ in range(20):
+        with Http(port) as http:
+            stats = http.json("GET", "/v2/models/tiny/stats")[1]["model_stats"][0]
+            counts.add((stats["inference_count"], stats["last_inference"]))
+    assert len(counts) >= 2  # two processes answered, each with its own share and time of the 20 requests
