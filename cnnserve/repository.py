@@ -269,6 +269,23 @@ def _select_versions(folder: Path, config: mc.ModelConfig) -> list[str]:
 # metadata.json records less.
 PARITY_MAX_ABS_DIFF = 1e-4
 PARITY_TOP1_REQUIRED = 1.0
+# An fp16 version (metadata "precision": "fp16") also records its parity against the fp32 ONNX model:
+# probabilities within 1e-2, the same top-1 class wherever fp32's top two are further apart than 2e-2
+# (cnnserve.export.fp16 says why).
+FP16_MAX_ABS_DIFF = 1e-2
+PRECISIONS = ("fp32", "fp16")
+
+
+def fp16_parity_failure(report: dict) -> str:
+    """Why an fp16 parity report (``parity_fp16`` in metadata.json) does not pass, or "" when it does."""
+    diff = report.get("max_abs_diff")
+    if report.get("decisive_top1_agreement") != 1.0 or diff is None or not diff <= FP16_MAX_ABS_DIFF:
+        return (
+            f"fp16/fp32 parity failed on {report.get('samples')} samples: top-1 agreement "
+            f"{report.get('decisive_top1_agreement')} on the {report.get('decisive_samples')} with a clear fp32 "
+            f"margin (need 1.0), max |dprob| {diff} (need <= {FP16_MAX_ABS_DIFF:g})"
+        )
+    return ""
 
 
 def verify_integrity(spec: ModelSpec) -> None:
@@ -293,6 +310,15 @@ def verify_integrity(spec: ModelSpec) -> None:
                 f"{spec.name} v{spec.version}: metadata.json records a failed parity check "
                 f"(top-1 agreement {agreement}, max |dp| {diff}; required {PARITY_TOP1_REQUIRED} and <= {PARITY_MAX_ABS_DIFF})"
             )
+    precision = spec.metadata.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ModelConfigError(
+            f"{spec.name} v{spec.version}: metadata.json precision {precision!r} is not one of {PRECISIONS}"
+        )
+    if precision == "fp16":
+        failure = fp16_parity_failure(spec.metadata.get("parity_fp16") or {})
+        if failure:
+            raise ModelConfigError(f"{spec.name} v{spec.version}: metadata.json records a failed check: {failure}")
 
 
 def file_sha256(path: Path) -> str:

@@ -34,6 +34,11 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--parity-samples", type=int, default=None, help="held-out digits for parity (default: all, >= 256)"
     )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="install the float16 variant (float32 probabilities out), checked against the fp32 ONNX model",
+    )
     parser.set_defaults(func=run_export)
     return parser
 
@@ -48,9 +53,17 @@ def run_export(args: argparse.Namespace) -> int:
     except ParityError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2
-    parity = json.loads((out / "metadata.json").read_text())["parity"]
+    meta = json.loads((out / "metadata.json").read_text())
+    parity = meta["parity"]
     print(
         f"{args.variant}: parity on {parity['samples']} held-out samples: top-1 agreement "
         f"{parity['top1_agreement']:.4f}, max |dprob| {parity['max_abs_diff']:.2e} -> {out}"
     )
+    if "parity_fp16" in meta:
+        p16 = meta["parity_fp16"]
+        print(
+            f"{args.variant}: fp16 against fp32 ONNX: top-1 agreement {p16['top1_agreement']:.4f} "
+            f"({p16['decisive_top1_agreement']:.4f} on {p16['decisive_samples']} clear cases), "
+            f"max |dprob| {p16['max_abs_diff']:.2e} (tolerance {p16['tolerance']:g})"
+        )
     return 0

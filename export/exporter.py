@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnserve.export.fp16 import make_fp16_variant
 from cnnserve.export.onnx_convert import DEFAULT_OPSET, convert
 from cnnserve.export.parity import MIN_SAMPLES, check_parity, onnx_session, predict_onnx
 from cnnserve.export.triton_config import KSERVE_DATATYPES, ModelConfig, TensorConfig, render_config
@@ -225,6 +226,7 @@ def export_variant(
     opset: int = DEFAULT_OPSET,
     parity_samples: int | None = None,
     tolerance: float = PARITY_MAX_ABS_DIFF,
+    fp16: bool = False,
 ) -> Path:
     """Convert ``<artifacts>/<name>/savedmodel`` to ONNX, prove parity, and install it; returns the
     version folder ``<repository>/<name>/<version>/``.
@@ -234,7 +236,8 @@ def export_variant(
     and within ``tolerance`` on every probability, else :class:`~cnnserve.export.parity.ParityError`.
     ``data_path`` defaults to the data training used (from its metadata). Models above
     ``SUBPROCESS_PARAMS`` parameters are converted in a child process with protobuf's pure-Python backend
-    (see ``onnx_convert.convert``).
+    (see ``onnx_convert.convert``). ``fp16``: install the float16 variant instead, once it matches the fp32
+    ONNX model on the same samples (``cnnserve.export.fp16``); metadata.json records the precision.
     """
     variant = get_variant(name)
     if version < 1:
@@ -259,10 +262,12 @@ def export_variant(
         params = int(train_meta["training"].get("params", 0))
         convert(paths.savedmodel, onnx_path, input_shape, INPUT_NAME, OUTPUT_NAME, opset=opset, doc=doc, params=params)
         report = parity_report(onnx_path, paths.savedmodel, x, tolerance)
+        precision = make_fp16_variant(onnx_path, x, INPUT_NAME, OUTPUT_NAME) if fp16 else {"precision": "fp32"}
         shutil.copytree(paths.savedmodel, vdir / "model.savedmodel")
         shutil.copy2(paths.keras_model, vdir / "model.keras")
         parity = {**report.as_dict(), "composition": composition}
         meta = _metadata(variant, name, version, train_meta, parity, version_hashes(vdir, data.sha256), opset)
+        meta.update(precision)
         (vdir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
         (staged / "config.pbtxt").write_text(render_config(triton_config(variant, name, input_shape, len(labels))))

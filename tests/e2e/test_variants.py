@@ -62,6 +62,8 @@ def _smoke_pipeline(name: str, tmp_path, in_processes: bool = False):
     vdir = repo / name / "1"
     if not in_processes:
         vdir = export_variant(name, artifacts=tmp_path / "artifacts", repository=repo)
+        # Version 2: the fp16 variant of the same training, checked against the fp32 ONNX model.
+        export_variant(name, artifacts=tmp_path / "artifacts", repository=repo, version=2, fp16=True)
     served = json.loads((vdir / "metadata.json").read_text())
     assert served["layers"]["cam"] == v.heatmap_layer  # the explainer's default heatmap layer
     parity = served["parity"]
@@ -75,14 +77,22 @@ def _smoke_pipeline(name: str, tmp_path, in_processes: bool = False):
     x = data.x[held]
     tf_probs = predict_savedmodel(vdir / "model.savedmodel", x)
 
+    fp16 = (repo / name / "2").is_dir()
+    if fp16:
+        (repo / name / "config.pbtxt").write_text(
+            (repo / name / "config.pbtxt").read_text() + "version_policy { all { } }\n"
+        )
     server = ServerThread(repo).start()
     try:
         with CnnserveClient(server.address) as client:
-            probs = client.infer(name, {INPUT_NAME: x})[OUTPUT_NAME]
+            probs = client.infer(name, {INPUT_NAME: x}, version="1")[OUTPUT_NAME]
             images = [png_bytes(img[..., 0] if img.shape[-1] == 1 else img) for img in x]
-            response = client.classify(name, images, top_k=1)
+            response = client.classify(name, images, top_k=1, version="1")
+            probs16 = client.infer(name, {INPUT_NAME: x}, version="2")[OUTPUT_NAME] if fp16 else None
     finally:
         server.stop()
+    if fp16:
+        _check_fp16(repo / name / "2", probs, probs16)
     assert probs.shape == (len(x), v.num_classes) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, tf_probs, atol=1e-4)
     np.testing.assert_array_equal(probs.argmax(1), tf_probs.argmax(1))
@@ -91,6 +101,25 @@ def _smoke_pipeline(name: str, tmp_path, in_processes: bool = False):
     assert [p.index for p in top] == probs.argmax(1).tolist()
     assert [p.label for p in top] == [v.labels[i] for i in probs.argmax(1)]
     return served
+
+
+def _check_fp16(vdir, probs, probs16) -> None:
+    """The fp16 version: recorded as such, its own parity passed, float32 out, and served within its tolerance."""
+    import onnx
+
+    from cnnserve.repository import FP16_MAX_ABS_DIFF
+
+    meta = json.loads((vdir / "metadata.json").read_text())
+    assert meta["precision"] == "fp16" and meta["parity"]["max_abs_diff"] <= 1e-4  # fp32 vs TensorFlow, as ever
+    p16 = meta["parity_fp16"]
+    assert p16["samples"] >= 256 and p16["decisive_top1_agreement"] == 1.0
+    assert p16["max_abs_diff"] <= p16["tolerance"] == FP16_MAX_ABS_DIFF
+    graph = onnx.load(str(vdir / "model.onnx")).graph
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [onnx.TensorProto.UINT8]
+    assert [o.type.tensor_type.elem_type for o in graph.output] == [onnx.TensorProto.FLOAT]
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)  # the weights are half
+    assert probs16.dtype == np.float32
+    np.testing.assert_allclose(probs16, probs, atol=FP16_MAX_ABS_DIFF)
 
 
 @pytest.mark.slow
