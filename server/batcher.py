@@ -418,7 +418,8 @@ class DynamicBatcher:
         if not task.cancelled() and task.exception() is not None:
             log.error("model %s: batch task failed", self.name, exc_info=task.exception())
         for request in batch:
-            self._fail(request, Unavailable(f"model {self.name}: batch was not completed"))
+            if not request.future.done():  # answered already, as every request is unless something broke
+                self._fail(request, Unavailable(f"model {self.name}: batch was not completed"))
 
     # --- bookkeeping -----------------------------------------------------------------------------------
 

@@ -144,6 +144,27 @@ async def test_batch_runs_when_full_and_each_request_gets_its_own_rows():
 
 
 @asynchronous
+async def test_an_answered_batch_builds_no_failure_for_its_requests(monkeypatch):
+    """The end-of-batch sweep only fails requests left unanswered: an answered one costs no exception object."""
+    import cnnserve.server.batcher as batcher_module
+
+    built = []
+
+    class Counted(Unavailable):
+        def __init__(self, message: str) -> None:
+            built.append(message)
+            super().__init__(message)
+
+    monkeypatch.setattr(batcher_module, "Unavailable", Counted)
+    model = FakeModel(gated=False)
+    async with serving(model, max_batch_size=2) as batcher:
+        results = await asyncio.gather(batcher.submit(req(1)), batcher.submit(req(2)))
+        assert [out["y"][0, 0] for out in results] == [2, 4]
+        await until(lambda: not batcher.in_flight)
+        assert built == []
+
+
+@asynchronous
 async def test_batch_size_counts_samples_and_never_splits_a_request():
     model = FakeModel()
     async with serving(model, max_batch_size=4) as batcher:
