@@ -81,7 +81,7 @@ def main() -> int:
     log = args.out / "processes.log"
     log.write_text("")
 
-    explainer, explainer_port = _start(["explainer", "--model-repository", str(args.repository), "--host",
+    explainer, explainer_port = _start(["explainer", "--metrics-port", "0", "--model-repository", str(args.repository), "--host",
                                         "127.0.0.1", "--grpc-port", "0"], log)  # fmt: skip
     server, port = _start(["serve", "--model-repository", str(args.repository), "--host", "127.0.0.1",
                            "--grpc-port", "0", "--metrics-port", "-1", "--http-port", "-1",
@@ -147,7 +147,7 @@ def main() -> int:
                 killed, phase[0] = True, "down"
                 killed_at = time.monotonic()
             if killed and not restarted and time.monotonic() - killed_at >= args.down:
-                explainer, _ = _start(["explainer", "--model-repository", str(args.repository), "--host",
+                explainer, _ = _start(["explainer", "--metrics-port", "0", "--model-repository", str(args.repository), "--host",
                                        "127.0.0.1", "--grpc-port", str(explainer_port)], log)  # fmt: skip
                 restarted, phase[0] = True, "after"
             kind = rng.choice(bad_names) if rng.random() < args.bad else names[int(rng.integers(0, 2))]

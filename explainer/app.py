@@ -33,8 +33,10 @@ class ExplainerServer(GrpcProcess):
 
     def __init__(self, settings: ExplainerSettings) -> None:
         super().__init__(settings)
-        self.metrics = RequestMetrics()  # request counts; the sidecar exports no metrics port
+        self.metrics = RequestMetrics()  # request counts, and the work queue's figures, on the metrics port
         self.handler = ExplainerHandler(settings)
+        self.metrics.registry.register(self.handler.queue)
+        self.metrics_port = -1
 
     async def start(self) -> int:
         s = self.settings
@@ -42,16 +44,20 @@ class ExplainerServer(GrpcProcess):
         explainer_pb2_grpc.add_ExplainerServicer_to_server(ExplainerServicer(self.handler, self.metrics), server)
         self.grpc_port = await start_server(server, s, self.health, (SERVICE_NAME,))
         self._server = server
+        if s.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
         await self.handler.load()
         await report(self.health, (SERVICE_NAME,), SERVING)
         log.info(
-            "explainer serving %d model(s) on %s:%d (%s)",
+            "explainer serving %d model(s) on %s:%d (metrics on %d; %s)",
             len(self.handler.table.models),
             s.host,
             self.grpc_port,
+            self.metrics_port,
             access_summary(s),
         )
         return self.grpc_port
 
     async def close(self) -> None:
         await asyncio.to_thread(self.handler.close)
+        self.metrics.close()

@@ -7,6 +7,7 @@ Each method returns the class-activation map at the layer's resolution, before R
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +60,12 @@ def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def score_cam(
-    model: ExplainableModel, x: np.ndarray, a: np.ndarray, target: np.ndarray, max_channels: int
+    model: ExplainableModel,
+    x: np.ndarray,
+    a: np.ndarray,
+    target: np.ndarray,
+    max_channels: int,
+    stop: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Wang et al. 2020: mask the input with each channel's upsampled, min-max-scaled map; the channel's
     weight is the target probability of the masked input. Only the ``max_channels`` channels with the
@@ -77,12 +83,12 @@ def score_cam(
         span = masks.max(axis=(1, 2), keepdims=True) - low
         masks = np.where(span > 0, (masks - low) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
         masked = x[b][None] * masks[..., None]  # [k, H, W, C]
-        scores = np.concatenate(
-            [
-                probabilities(tf.constant(masked[i : i + SCORE_CAM_CHUNK])).numpy()[:, target[b]]
-                for i in range(0, k, SCORE_CAM_CHUNK)
-            ]
-        )
+        chunks = []
+        for i in range(0, k, SCORE_CAM_CHUNK):
+            if stop is not None:
+                stop()  # raises when the caller left or the deadline passed: stop between chunks
+            chunks.append(probabilities(tf.constant(masked[i : i + SCORE_CAM_CHUNK])).numpy()[:, target[b]])
+        scores = np.concatenate(chunks)
         cams[b] = (a[b][..., chosen[b]] * scores).sum(axis=-1)
     return cams
 
@@ -94,8 +100,11 @@ def heatmaps(
     method: str = "gradcam",
     target: int | None = None,
     max_channels: int = DEFAULT_SCORE_CAM_CHANNELS,
+    stop: Callable[[], None] | None = None,
 ) -> CamResult:
-    """Maps for a batch of uint8 (or float) pixels [B, H, W, C]; ``target`` None means each image's top-1."""
+    """Maps for a batch of uint8 (or float) pixels [B, H, W, C]; ``target`` None means each image's top-1.
+
+    ``stop()``, when given, is called at Score-CAM's batch boundaries and raises to end the work there."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     x = pixels.astype(np.float32)
@@ -109,7 +118,7 @@ def heatmaps(
     elif method == "gradcam_plus_plus":
         low = gradcam_plus_plus(a, g)
     else:
-        low = score_cam(model, x, a, chosen, max_channels)
+        low = score_cam(model, x, a, chosen, max_channels, stop)
     height, width, _ = model.input_shape
     maps = relu_normalise(upsample(np.maximum(low, 0.0), height, width))
     return CamResult(low.astype(np.float32), maps, probabilities.numpy(), chosen)

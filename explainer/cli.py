@@ -15,6 +15,12 @@ def add_explainer_parsers(sub) -> None:
 
     p = sub.add_parser("explainer", help="serve heatmaps, activation maps and filter patterns (TensorFlow sidecar)")
     ExplainerSettings.add_arguments(p)
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (default 8012; 0 picks one; -1 disables)")
+    p.add_argument(
+        "--max-queued-images",
+        type=int,
+        help="images (filters for FilterPatterns) admitted at once; more are refused RESOURCE_EXHAUSTED (512)",
+    )
     p.add_argument("--max-images", type=int, help="most images per request (default 64)")
     p.add_argument("--max-filters", type=int, help="most filters per FilterPatterns request (default 64)")
     p.add_argument("--max-steps", type=int, help="most gradient-ascent steps (default 500)")
@@ -26,5 +32,9 @@ def _run_explainer(args) -> int:
     from cnnserve.explainer.settings import ExplainerSettings
 
     server = ExplainerServer(ExplainerSettings.from_args(args))
-    run_loop(serve_until_signal(server, lambda: print_ready(grpc_port=server.grpc_port)))
+
+    def ready() -> None:
+        print_ready(grpc_port=server.grpc_port, metrics_port=server.metrics_port)
+
+    run_loop(serve_until_signal(server, ready))
     return 0

@@ -20,7 +20,8 @@ from cnnserve.explainer.graph import LayerSpec
 from cnnserve.explainer.models import ExplainableVersion, ModelTable
 from cnnserve.explainer.render import DEFAULT_ALPHA, channel_tiles, grid, grid_columns, overlay_png
 from cnnserve.explainer.settings import ExplainerSettings
-from cnnserve.service.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+from cnnserve.explainer.work import WorkQueue
+from cnnserve.service.errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument
 from cnnserve.service.imaging import decode_image, encode_png
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class ExplainerHandler:
         self.table = table or ModelTable(settings.model_repository)
         self.cache = patterns.PatternCache(settings.pattern_cache_size)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explainer")
+        self.queue = WorkQueue(settings.max_queued_images)
 
     async def load(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._worker, self.table.load_all)
@@ -115,17 +117,50 @@ class ExplainerHandler:
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
 
-    async def _run(self, fn, deadline: float | None):
-        """Run ``fn`` on the worker; refuse to start it once the deadline (loop time) has passed."""
-        loop = asyncio.get_running_loop()
-        deadline_at = _monotonic(deadline)
+    async def _run(self, method: str, images: int, fn, deadline: float | None):
+        """Admit ``images`` of work (RESOURCE_EXHAUSTED past the queue's bound) and run ``fn(job)`` on the worker.
+
+        Dropped before compute when its deadline (loop time) has passed or its caller has left; ``fn`` calls
+        ``job.check()`` at its batch boundaries, which stops it once either happens while it runs.
+        """
+        job = self.queue.admit(method, images, _monotonic(deadline))
 
         def guarded():
-            if deadline_at is not None and time.monotonic() > deadline_at:
-                raise DeadlineExceeded("the deadline passed while the request waited for the explainer's worker")
-            return fn()
+            try:
+                try:
+                    job.check()
+                except Cancelled:
+                    self.queue.dropped_before_compute(job, "cancelled")
+                    raise
+                except DeadlineExceeded:
+                    self.queue.dropped_before_compute(job, "deadline")
+                    raise DeadlineExceeded(
+                        "the deadline passed while the request waited for the explainer's worker"
+                    ) from None
+                started = time.perf_counter()
+                self.queue.computing_started()
+                try:
+                    return fn(job)
+                except Cancelled:
+                    self.queue.stopped_during_compute("cancelled")
+                    raise
+                except DeadlineExceeded:
+                    self.queue.stopped_during_compute("deadline")
+                    raise
+                finally:
+                    self.queue.computed(method, time.perf_counter() - started)
+            finally:
+                self.queue.release(job)
 
-        return await loop.run_in_executor(self._worker, guarded)
+        future = self._worker.submit(guarded)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:  # the caller left: drop it if it has not started, else stop it
+            job.abandoned.set()
+            if future.cancel():
+                self.queue.dropped_before_compute(job, "cancelled")
+                self.queue.release(job)
+            raise
 
     # ---- validation helpers ---------------------------------------------------------------------------
 
@@ -214,8 +249,8 @@ class ExplainerHandler:
         max_channels = max_channels or self.settings.default_score_cam_channels
         pixels = await asyncio.to_thread(self._images, entry, images)
 
-        def work() -> HeatmapOutput:
-            result = cams.heatmaps(entry.model, pixels, layer, method, target, max_channels)
+        def work(job) -> HeatmapOutput:
+            result = cams.heatmaps(entry.model, pixels, layer, method, target, max_channels, stop=job.check)
             items = []
             for i in range(len(pixels)):
                 probs = result.probabilities[i]
@@ -233,7 +268,7 @@ class ExplainerHandler:
                 )
             return HeatmapOutput(entry.name, entry.version, layer, method, entry.model.pre_softmax, items)
 
-        return await self._run(work, deadline)
+        return await self._run("Heatmap", len(pixels), work, deadline)
 
     async def activations(
         self,
@@ -256,7 +291,7 @@ class ExplainerHandler:
         pixels = await asyncio.to_thread(self._images, entry, images)
         columns = grid_columns(len(chosen))
 
-        def work() -> ActivationsOutput:
+        def work(job) -> ActivationsOutput:
             import tensorflow as tf
 
             out = entry.model.activations(layer)(tf.constant(pixels.astype(np.float32))).numpy()
@@ -273,7 +308,7 @@ class ExplainerHandler:
                 )
             return ActivationsOutput(entry.name, entry.version, layer, chosen, columns, items)
 
-        return await self._run(work, deadline)
+        return await self._run("Activations", len(pixels), work, deadline)
 
     async def filter_patterns(
         self,
@@ -322,10 +357,17 @@ class ExplainerHandler:
         params = patterns.PatternParams(steps, float(step_size), size, regularized, int(seed))
         deadline_at = _monotonic(deadline)  # checked between ascent steps
 
-        def work() -> PatternsOutput:
+        def work(job) -> PatternsOutput:
             try:
                 found = patterns.filter_patterns(
-                    entry.model, entry.key, layer, list(filters), params, self.cache, deadline_at=deadline_at
+                    entry.model,
+                    entry.key,
+                    layer,
+                    list(filters),
+                    params,
+                    self.cache,
+                    deadline_at=deadline_at,
+                    stop=job.check,
                 )
             except TimeoutError as exc:
                 raise DeadlineExceeded(f"filter patterns: {exc}") from exc
@@ -336,7 +378,7 @@ class ExplainerHandler:
                 [(p.filter, encode_png(p.image), p.activation, p.cached) for p in found],
             )
 
-        return await self._run(work, deadline)
+        return await self._run("FilterPatterns", len(set(filters)), work, deadline)
 
     async def list_layers(self, model: str, version: str) -> LayersOutput:
         entry = await self._entry(model, version)

@@ -74,10 +74,12 @@ def ascend(
     params: PatternParams,
     *,
     deadline: Callable[[], bool] | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the ascent for ``filters`` as one batch. Returns (float patterns [F,S,S,C], activations [F]).
 
     ``deadline()`` is checked between steps; when it returns True the ascent stops with TimeoutError.
+    ``stop()``, when given, is called between steps too, and raises to end the ascent there.
     """
     size = params.size or model.input_shape[0]
     channels = model.input_shape[2]
@@ -91,6 +93,8 @@ def ascend(
     f_t = tf.constant(np.asarray(filters, dtype=np.int32))
     step = tf.constant(params.step_size, tf.float32)
     for _ in range(params.steps):
+        if stop is not None:
+            stop()
         if deadline is not None and deadline():
             raise TimeoutError("the deadline passed during gradient ascent")
         if params.regularized:
@@ -140,6 +144,7 @@ def filter_patterns(
     cache: PatternCache,
     *,
     deadline_at: float | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> list[Pattern]:
     """Patterns for ``filters`` in request order; cached ones are reused, the rest run as one batch."""
     key = (*model_key, layer, params)
@@ -151,7 +156,7 @@ def filter_patterns(
     missing = [f for f in dict.fromkeys(filters) if f not in found]
     if missing:
         expired = None if deadline_at is None else (lambda: time.monotonic() > deadline_at)
-        x, activation = ascend(model, layer, missing, params, deadline=expired)
+        x, activation = ascend(model, layer, missing, params, deadline=expired, stop=stop)
         for i, f in enumerate(missing):
             pattern = Pattern(f, pattern_to_uint8(x[i]), float(activation[i]))
             cache.put((*key, f), pattern)

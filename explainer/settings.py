@@ -15,6 +15,13 @@ class ExplainerSettings(ServiceSettings):
 
     grpc_port: int = Field(8011, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
     grace_seconds: float = Field(5.0, ge=0, description="How long SIGTERM waits for in-flight requests.")
+    metrics_port: int = Field(8012, ge=-1, le=65535, description="Prometheus port; 0 picks one, -1 disables.")
+    max_queued_images: int = Field(
+        512,
+        gt=0,
+        description="Admission bound: images of Heatmap/Activations (and filters of FilterPatterns) waiting or "
+        "computing; a request past it is refused with RESOURCE_EXHAUSTED (an empty queue admits any one).",
+    )
     max_images: int = Field(64, gt=0, description="Most images in one Heatmap or Activations request.")
     max_filters: int = Field(64, gt=0, description="Most filters in one FilterPatterns request.")
     max_steps: int = Field(500, gt=0, description="Most gradient-ascent steps in one FilterPatterns request.")

@@ -69,7 +69,7 @@ def main() -> int:
     _banner("start the explainer sidecar (TensorFlow) and the server (onnxruntime)")
     explainer = subprocess.Popen(
         [sys.executable, "-m", "cnnserve.cli", "explainer", "--model-repository", str(models), "--host", "127.0.0.1",
-         "--grpc-port", "0"],
+         "--grpc-port", "0", "--metrics-port", "0"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     server = None

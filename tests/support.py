@@ -257,8 +257,12 @@ class ServerProcess(ChildProcess):
 class ExplainerProcess(ChildProcess):
     """`cnnserve explainer` (TensorFlow's log lines discarded)."""
 
-    command = ("explainer",)
+    command = ("explainer", "--metrics-port", "0")
     stderr = subprocess.DEVNULL
+
+    @property
+    def metrics_port(self) -> int:
+        return self.ready["metrics_port"]
 
 
 class Load:
