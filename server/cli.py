@@ -31,6 +31,9 @@ def add_serve_parser(sub) -> None:
     )
     p.add_argument("--cuda-graphs", action="store_true", default=None, help="a CUDA graph per batch size")
     p.add_argument("--tensorrt", action="store_true", default=None, help="TensorRT provider before CUDA (off)")
+    p.add_argument(
+        "--gpu-memory-bytes", type=int, help="refuse to start when the models need more GPU memory (0: unchecked)"
+    )
     p.add_argument("--io-binding", choices=["auto", "on", "off"], help="device buffers per batch size (auto: CUDA)")
     p.add_argument("--max-queue-size", type=int, help="per-model queue bound in samples (default 1024)")
     p.add_argument("--no-batching", dest="batching", action="store_false", default=None, help="run requests alone")

@@ -23,6 +23,7 @@ from cnnserve.repository import (
     verify_integrity,
 )
 from cnnserve.server.batcher import DynamicBatcher, warmup_sizes
+from cnnserve.server.memory import MemoryBudgetError, check_fit, session_need
 from cnnserve.server.providers import CUDA, ProviderPlan
 from cnnserve.server.runtime import OnnxModel
 from cnnserve.server.settings import ServerSettings
@@ -77,6 +78,8 @@ class ModelManager:
     async def load_all(self) -> None:
         """Load every model in the repository; a model that fails is UNAVAILABLE with its reason."""
         names = list_model_names(self.repository)
+        if self.settings.gpu_memory_bytes:
+            await asyncio.to_thread(self._check_memory_at_start, names)
         for name in names:
             self.models.setdefault(name, ModelEntry(name, state="LOADING"))
         for name in names:
@@ -100,6 +103,8 @@ class ModelManager:
                     read_model, self.repository, name,
                     auto_complete_max_batch_size=self.settings.auto_complete_max_batch_size,
                 )  # fmt: skip
+                if self.settings.gpu_memory_bytes:
+                    await asyncio.to_thread(self._check_memory_for, name, specs)
                 for spec in specs:
                     started[spec.version] = await self._start_version(spec)
             except Exception as exc:
@@ -115,6 +120,28 @@ class ModelManager:
             self._on_change()
         await self._retire(old.values())
         return entry
+
+    def _check_memory_at_start(self, names: list[str]) -> None:
+        """Every model's versions together against --gpu-memory-bytes: MemoryBudgetError stops the start."""
+        needs = []
+        for name in names:
+            try:
+                specs = read_model(
+                    self.repository, name, auto_complete_max_batch_size=self.settings.auto_complete_max_batch_size
+                )
+            except Exception:  # its load reports the reason; it takes no memory
+                continue
+            needs.extend(session_need(spec) for spec in specs)
+        check_fit(needs, self.settings.gpu_memory_bytes)
+
+    def _check_memory_for(self, name: str, specs: list[ModelSpec]) -> None:
+        """A (re)load: the new versions beside every other model's served ones (its own old ones go)."""
+        others = [session_need(v.spec) for e in self.models.values() if e.name != name for v in e.versions.values()]
+        needs = [*others, *(session_need(spec) for spec in specs)]
+        try:
+            check_fit(needs, self.settings.gpu_memory_bytes, f"{name} beside the served models")
+        except MemoryBudgetError as exc:
+            raise ModelConfigError(str(exc)) from exc
 
     async def poll_once(self) -> None:
         """Bring the served set in line with the repository: load new or changed models, unload removed ones.

@@ -43,6 +43,12 @@ class ServerSettings(ServiceSettings):
         False, description="Capture a CUDA graph per batch size at warm-up and replay it (needs I/O binding)."
     )
     tensorrt: bool = Field(False, description="Put onnxruntime's TensorRT provider before CUDA (off by default).")
+    gpu_memory_bytes: int = Field(
+        0,
+        ge=0,
+        description="GPU memory the sessions may take; the server refuses to start, with the numbers, when the "
+        "models need more (weights + largest batch's activations, a lower bound). 0: not checked.",
+    )
     io_binding: Literal["auto", "on", "off"] = Field(
         "auto", description="Feed batches through device buffers bound per batch size; auto: on with CUDA only."
     )
