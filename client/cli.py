@@ -1,6 +1,7 @@
 """The client commands: `cnnserve classify` (the image API) and `cnnserve explain` (the explanation calls).
 
     cnnserve classify --server 127.0.0.1:8001 --model mnist_cnn digit.png
+    cnnserve classify --server http://127.0.0.1:8000 --model mnist_cnn digit.png      # the same over HTTP
     cnnserve explain --server 127.0.0.1:8001 --model mnist_cnn --method gradcam digit.png --output-dir out
     cnnserve explain --server ... --model mnist_cnn --what activations --layer conv1 digit.png --output-dir out
     cnnserve explain --server ... --model mnist_cnn --what filters --layer conv2 --filters 0-7 --output-dir out
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc
 from cnnserve.client import CnnserveClient
+from cnnserve.client.http import HttpCallError, HttpClient, is_http
 from cnnserve.protocol import HEATMAP_METHOD_ENUMS, fields_of, from_float_tensor, open_channel
 
 # Explanations of a batch of large images come back as float maps: allow more than the server's limit.
@@ -29,7 +32,11 @@ EXPLAIN_MESSAGE_BYTES = 256 * 1024 * 1024
 def add_classify_parser(sub) -> None:
     p = sub.add_parser("classify", help="classify PNG/JPEG images with a served model")
     p.add_argument("images", nargs="+", type=Path, help="image files")
-    p.add_argument("--server", default="127.0.0.1:8001", help="HOST:PORT of cnnserve (default 127.0.0.1:8001)")
+    p.add_argument(
+        "--server",
+        default="127.0.0.1:8001",
+        help="HOST:PORT of cnnserve's gRPC port, or http(s)://HOST:PORT of its HTTP port (default 127.0.0.1:8001)",
+    )
     p.add_argument("--model", required=True, help="model name in the repository")
     p.add_argument("--version", default="", help="model version (default: the served one)")
     p.add_argument("--top-k", type=int, default=3)
@@ -44,6 +51,8 @@ def add_classify_parser(sub) -> None:
 
 def _classify(args) -> int:
     token = args.token_file.read_text().strip() if args.token_file else None
+    if is_http(args.server):
+        return _classify_http(args, token)
     with CnnserveClient(
         args.server, timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, token=token
     ) as client:
@@ -63,6 +72,24 @@ def _classify(args) -> int:
     return 0
 
 
+def _classify_http(args, token: str | None) -> int:
+    """The same lines over the HTTP front door: one POST /v1/models/{name}/classify per image."""
+    tls = {"tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    with HttpClient(args.server, timeout=args.timeout, token=token, **tls) as client:
+        for path in args.images:
+            try:
+                answer = client.classify(args.model, path.read_bytes(), top_k=args.top_k, version=args.version)
+            except HttpCallError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            preds = [{**p, "score": round(p["score"], 6)} for p in answer["predictions"]]
+            if args.json:
+                print(json.dumps({"image": str(path), "predictions": preds}))
+            else:
+                print(f"{path}: " + ", ".join(f"{p['label']} ({p['score']:.4f})" for p in preds))
+    return 0
+
+
 def add_explain_parser(sub) -> None:
     e = sub.add_parser(
         "explain",
@@ -72,7 +99,11 @@ def add_explain_parser(sub) -> None:
         "--what layers: print the layers. Images are PNG/JPEG files, or .npy uint8 arrays sent as raw pixels.",
     )
     e.add_argument("images", nargs="*", type=Path, help="image files (PNG, JPEG, or .npy uint8 [H, W(, C)])")
-    e.add_argument("--server", default="127.0.0.1:8001", help="HOST:PORT of cnnserve or of the explainer")
+    e.add_argument(
+        "--server",
+        default="127.0.0.1:8001",
+        help="HOST:PORT of cnnserve or of the explainer (gRPC), or http(s)://HOST:PORT of cnnserve",
+    )
     e.add_argument("--model", required=True, help="model name in the repository")
     e.add_argument("--version", default="", help="model version (default: the newest)")
     e.add_argument("--what", choices=["heatmap", "activations", "filters", "layers"], default="heatmap")
@@ -135,6 +166,8 @@ def _explain(args) -> int:
         print(f"error: --what {args.what} needs at least one image", file=sys.stderr)
         return 2
     token = args.token_file.read_text().strip() if args.token_file else None
+    if is_http(args.server):
+        return _explain_http(args, token)
     channel, raw = open_channel(
         args.server,
         tls_ca=args.tls_ca,
@@ -236,3 +269,63 @@ def _layers(stub, args) -> int:
         mark = "*" if layer.spatial else " "
         print(f" {mark} {layer.name:<24} {layer.class_name:<20} {list(layer.output_shape)}")
     return 0
+
+
+def _explain_http(args, token: str | None) -> int:
+    """The explainer routes of the HTTP front door, writing the same files and lines as over gRPC (activations
+    come back as the grid only: the route leaves the float tensors out)."""
+    tls = {"tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    base = HttpClient.model_path("/v1", args.model, args.version) + "/explain"
+    with HttpClient(args.server, timeout=args.timeout, token=token, **tls) as client:
+        try:
+            if args.what == "layers":
+                answer = client.get_json(base + "/layers")
+                print(
+                    f"{answer['model_name']} version {answer['model_version']}: input {answer.get('input_shape')}, "
+                    f"default heatmap layer {answer.get('default_heatmap_layer')}"
+                )
+                for layer in answer.get("layers", []):
+                    mark = "*" if layer.get("spatial") else " "
+                    print(f" {mark} {layer['name']:<24} {layer.get('class_name', ''):<20} {layer.get('output_shape')}")
+                return 0
+            if args.what == "filters":
+                fields = fields_of(args, "layer", "steps", "size", "regularized", "seed")
+                body = {**fields, "filters": parse_indices(args.filters)}
+                if args.step_size:
+                    body["step_size"] = args.step_size
+                answer = client.post_json(base + "/filters", body)
+                args.output_dir.mkdir(parents=True, exist_ok=True)
+                for pattern in answer["patterns"]:
+                    path = args.output_dir / f"{answer['layer']}_filter_{pattern['filter']}.png"
+                    path.write_bytes(base64.b64decode(pattern["png"]))
+                    line = {k: pattern[k] for k in ("filter", "activation", "cached")}
+                    print(json.dumps({**line, "png": str(path)}))
+                return 0
+            for path in args.images:
+                image = {"image": base64.b64encode(path.read_bytes()).decode()}
+                if args.what == "heatmap":
+                    body = {**image, "method": args.method, "layer": args.layer}
+                    if args.target_class is not None:
+                        body["target_class"] = args.target_class
+                    if args.alpha is not None:
+                        body["overlay_alpha"] = args.alpha
+                    a = client.post_json(base + "/heatmap", body)
+                    heatmap = np.array(a["heatmap"]["data"], np.float32).reshape(a["heatmap"]["shape"])
+                    line = {"method": a["method"], "layer": a["layer"]}
+                    line["predicted"] = {
+                        "class": a["predicted_class"],
+                        "label": a["predicted_label"],
+                        "score": round(a["predicted_score"], 6),
+                    }
+                    line["target"] = {"class": a["target_class"], "score": round(a["target_score"], 6)}
+                    files = {"overlay.png": base64.b64decode(a["overlay_png"]), "heatmap.npy": heatmap}
+                    _save(args.output_dir, path, files, line, overlay="overlay.png", heatmap="heatmap.npy")
+                else:
+                    body = {**image, "layer": args.layer, "channels": parse_indices(args.channels)}
+                    a = client.post_json(base + "/activations", body)
+                    line = {"layer": a["layer"], "channels": len(a["channels"]), "dead_channels": a["dead_channels"]}
+                    _save(args.output_dir, path, {"grid.png": base64.b64decode(a["grid_png"])}, line, grid="grid.png")
+            return 0
+        except HttpCallError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1

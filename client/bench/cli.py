@@ -23,7 +23,7 @@ def _numbers(kind):
 def add_bench_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="load-test a KServe v2 gRPC server (cnnserve, MLServer, Triton)",
+        help="load-test a KServe v2 server over gRPC or HTTP (cnnserve, MLServer, Triton)",
         description=(
             "Closed-loop concurrency sweeps or open-loop request rates against a KServe v2 / Triton gRPC "
             "server, from several client processes. Each level runs a warm-up, then measurement windows until "
@@ -31,7 +31,23 @@ def add_bench_parser(subparsers) -> None:
             "LABEL.json, LABEL.csv and LABEL.png into --output-dir."
         ),
     )
-    p.add_argument("--server", dest="target", default="127.0.0.1:8001", help="HOST:PORT (default 127.0.0.1:8001)")
+    p.add_argument(
+        "--server",
+        dest="target",
+        default="127.0.0.1:8001",
+        help="HOST:PORT or http://HOST:PORT (default 127.0.0.1:8001)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["grpc", "http"],
+        help="KServe v2 over gRPC or HTTP/1.1 REST (default: http for an http:// server, else grpc)",
+    )
+    p.add_argument(
+        "--http-body",
+        choices=["binary", "json"],
+        default="binary",
+        help="with http: Triton's binary tensor data extension (default) or JSON tensors",
+    )
     p.add_argument("--model", required=True, help="model name")
     p.add_argument("--model-version", dest="version", default="", help="model version (default: the server's choice)")
     mode = p.add_mutually_exclusive_group()
@@ -66,6 +82,10 @@ def _bench(args) -> int:
 
     options = {k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None}
     options["concurrency"] = args.concurrency or ([] if args.rates else [1])
+    options["protocol"] = args.protocol or ("http" if args.target.startswith("http://") else "grpc")
+    if args.target.startswith("https://"):
+        print("error: the bench tool speaks plaintext only; give http://HOST:PORT", file=sys.stderr)
+        return 2
     cfg = BenchConfig(**options | {"stability": args.stability / 100, "label": args.label or args.model})
     t0 = time.monotonic()
 

@@ -1,4 +1,4 @@
-"""Pre-serialised ModelInfer requests built from the server's own ModelMetadata."""
+"""Pre-serialised ModelInfer requests built from the server's own ModelMetadata (HTTP ones: ``http.py``)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,27 @@ def _sample_data(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generat
     return rng.random(size=shape, dtype=np.float32).astype(dtype)
 
 
+def sample_tensors(
+    inputs: list[InputSpec], images_per_request: int, *, variants: int = 8, seed: int = 0
+) -> list[list[tuple[InputSpec, np.ndarray]]]:
+    """``variants`` sets of input arrays of ``images_per_request`` samples (the same for every protocol).
+
+    A leading -1 in a shape is the batch dimension; other -1 dimensions become 1.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(variants):
+        tensors = []
+        for spec in inputs:
+            dims = list(spec.shape)
+            if dims and dims[0] == -1:
+                dims[0] = images_per_request
+            shape = tuple(d if d > 0 else 1 for d in dims)
+            tensors.append((spec, np.ascontiguousarray(_sample_data(spec, shape, rng))))
+        out.append(tensors)
+    return out
+
+
 def build_requests(
     model: str,
     inputs: list[InputSpec],
@@ -76,21 +97,12 @@ def build_requests(
     variants: int = 8,
     seed: int = 0,
 ) -> list[bytes]:
-    """``variants`` different serialised requests (raw_input_contents), each of ``images_per_request`` samples.
-
-    A leading -1 in a shape is the batch dimension; other -1 dimensions become 1.
-    """
-    rng = np.random.default_rng(seed)
+    """``variants`` different serialised ModelInfer requests (raw_input_contents) of ``sample_tensors``."""
     out = []
-    for _ in range(variants):
+    for tensors in sample_tensors(inputs, images_per_request, variants=variants, seed=seed):
         request = pb.ModelInferRequest(model_name=model, model_version=version)
-        for spec in inputs:
-            dims = list(spec.shape)
-            if dims and dims[0] == -1:
-                dims[0] = images_per_request
-            shape = tuple(d if d > 0 else 1 for d in dims)
-            data = np.ascontiguousarray(_sample_data(spec, shape, rng))
-            request.inputs.add(name=spec.name, datatype=spec.datatype, shape=shape)
+        for spec, data in tensors:
+            request.inputs.add(name=spec.name, datatype=spec.datatype, shape=data.shape)
             request.raw_input_contents.append(data.tobytes())
         out.append(request.SerializeToString())
     return out

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import grpc
 import numpy as np
 
+from cnnserve.client.bench.http import HttpServerStats, build_http_requests, http_model_inputs
 from cnnserve.client.bench.payload import CHANNEL_OPTIONS, InputSpec, build_requests, model_inputs
 from cnnserve.client.bench.stats import ServerStats, is_stable, stats_delta, summarise
 from cnnserve.client.bench.worker import WorkerSpec, worker_main
@@ -41,6 +42,8 @@ class BenchConfig:
     inputs: list[InputSpec] | None = None  # None: from ModelMetadata
     label: str = ""
     seed: int = 0
+    protocol: str = "grpc"  # or "http": KServe v2 REST
+    http_body: str = "binary"  # with http: "binary" (Triton's binary tensor data extension) or "json"
 
     def levels(self) -> list[tuple[str, float]]:
         if self.concurrency and self.rates:
@@ -69,7 +72,9 @@ class _Level:
         if kind == "concurrency":
             shares = [s for s in _split(int(value), cfg.processes) if s > 0]
             specs = [
-                WorkerSpec(i, cfg.target, requests, cfg.timeout_s, concurrency=s, channels=cfg.channels)
+                WorkerSpec(
+                    i, cfg.target, requests, cfg.timeout_s, concurrency=s, channels=cfg.channels, protocol=cfg.protocol
+                )
                 for i, s in enumerate(shares)
             ]
         else:
@@ -85,6 +90,7 @@ class _Level:
                     phase_s=i / value,
                     channels=cfg.channels,
                     seed=cfg.seed,
+                    protocol=cfg.protocol,
                 )
                 for i in range(n)
             ]
@@ -217,27 +223,46 @@ def run_level(cfg: BenchConfig, requests: list[bytes], stats: ServerStats, kind:
     }
 
 
+def _run_levels(cfg: BenchConfig, levels, requests, stats, progress) -> tuple[list[dict], float]:
+    started = time.time()
+    results = []
+    for kind, value in levels:
+        progress(f"{cfg.label or cfg.target} {cfg.model}: {kind} {value:g}")
+        results.append(run_level(cfg, requests, stats, kind, value, progress))
+    return results, started
+
+
 def run(cfg: BenchConfig, progress: Progress = lambda _line: None) -> dict:
     """Run every level of ``cfg``; returns the result document (see README of the bench tool)."""
     levels = cfg.levels()
-    with grpc.insecure_channel(cfg.target, options=CHANNEL_OPTIONS) as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        inputs = cfg.inputs
-        if inputs is None:
-            try:
-                inputs = model_inputs(channel, cfg.model, cfg.version)
-            except grpc.RpcError as exc:
-                raise RuntimeError(
-                    f"ModelMetadata for {cfg.model!r} failed ({exc.code().name}: {exc.details()}); "
-                    "pass --inputs NAME:DATATYPE:DIMS to describe the input by hand"
-                ) from exc
-        requests = build_requests(cfg.model, inputs, cfg.images_per_request, version=cfg.version, seed=cfg.seed)
-        stats = ServerStats(channel, cfg.model, cfg.version)
-        started = time.time()
-        results = []
-        for kind, value in levels:
-            progress(f"{cfg.label or cfg.target} {cfg.model}: {kind} {value:g}")
-            results.append(run_level(cfg, requests, stats, kind, value, progress))
+    if cfg.protocol == "http":
+        inputs = cfg.inputs or http_model_inputs(cfg.target, cfg.model, cfg.version)
+        requests = build_http_requests(
+            cfg.target,
+            cfg.model,
+            inputs,
+            cfg.images_per_request,
+            version=cfg.version,
+            binary=cfg.http_body == "binary",
+            seed=cfg.seed,
+        )
+        stats = HttpServerStats(cfg.target, cfg.model, cfg.version)
+        results, started = _run_levels(cfg, levels, requests, stats, progress)
+    else:
+        with grpc.insecure_channel(cfg.target, options=CHANNEL_OPTIONS) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            inputs = cfg.inputs
+            if inputs is None:
+                try:
+                    inputs = model_inputs(channel, cfg.model, cfg.version)
+                except grpc.RpcError as exc:
+                    raise RuntimeError(
+                        f"ModelMetadata for {cfg.model!r} failed ({exc.code().name}: {exc.details()}); "
+                        "pass --inputs NAME:DATATYPE:DIMS to describe the input by hand"
+                    ) from exc
+            requests = build_requests(cfg.model, inputs, cfg.images_per_request, version=cfg.version, seed=cfg.seed)
+            stats = ServerStats(channel, cfg.model, cfg.version)
+            results, started = _run_levels(cfg, levels, requests, stats, progress)
     config = asdict(cfg)
     config["inputs"] = [asdict(i) for i in inputs]
     return {

@@ -7,6 +7,7 @@ import numpy as np
 
 from cnnserve._proto.inference import grpc_service_pb2 as pb
 from cnnserve._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.client.bench.http import HTTP_BASE
 from cnnserve.client.bench.worker import CLIENT_ERROR
 
 PERCENTILES = (50, 90, 95, 99)
@@ -15,6 +16,8 @@ PERCENTILES = (50, 90, 95, 99)
 def code_name(code: int) -> str:
     if code == CLIENT_ERROR:
         return "CLIENT_ERROR"
+    if code >= HTTP_BASE:  # an HTTP answer other than 200 (HTTP_BASE itself: no answer, connection failed)
+        return f"HTTP_{code - HTTP_BASE}" if code > HTTP_BASE else "HTTP_CONNECTION_FAILED"
     for status in grpc.StatusCode:
         if status.value[0] == code:
             return status.name

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from cnnserve.client.bench.http import Connection
 from cnnserve.client.bench.payload import CHANNEL_OPTIONS
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -38,6 +39,14 @@ class WorkerSpec:
     max_outstanding: int = 4096
     channels: int = 1
     seed: int = 0
+    protocol: str = "grpc"  # or "http": ``requests`` are whole HTTP/1.1 requests (client/bench/http.py)
+
+
+class HttpStatus(Exception):
+    """An HTTP answer other than 200, carried out of the call as its recorded code."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
 
 
 class _Recorder:
@@ -77,6 +86,8 @@ async def _call(stub, request: bytes, timeout: float) -> int:
         return 0
     except grpc.aio.AioRpcError as exc:
         return exc.code().value[0]
+    except HttpStatus as exc:
+        return exc.code
     except Exception:  # noqa: BLE001 - counted, never raised: one bad call must not stop the load
         return CLIENT_ERROR
 
@@ -86,8 +97,18 @@ class _Load:
 
     def __init__(self, spec: WorkerSpec, out: queue.Queue, stop_event) -> None:
         self.spec = spec
-        self.channels = [grpc.aio.insecure_channel(spec.target, options=CHANNEL_OPTIONS) for _ in range(spec.channels)]
-        self.stubs = [c.unary_unary(METHOD, request_serializer=None, response_deserializer=None) for c in self.channels]
+        self.http = spec.protocol == "http"
+        if self.http:  # a "stub" is a keep-alive connection; idle ones are reused, more are opened as needed
+            self.channels = []
+            self.idle: list[Connection] = []
+            self.stubs = [self._http_call]
+        else:
+            self.channels = [
+                grpc.aio.insecure_channel(spec.target, options=CHANNEL_OPTIONS) for _ in range(spec.channels)
+            ]
+            self.stubs = [
+                c.unary_unary(METHOD, request_serializer=None, response_deserializer=None) for c in self.channels
+            ]
         self.record = _Recorder(out, spec.index)
         self.stopping = asyncio.Event()
         self.lags: list[float] = []
@@ -100,6 +121,15 @@ class _Load:
             await asyncio.sleep(FLUSH_S)
             self.record.flush()
         self.stopping.set()
+
+    async def _http_call(self, request: bytes, timeout: float) -> int:
+        connection = self.idle.pop() if self.idle else Connection(self.spec.target)
+        code = await connection.exchange(request, timeout)
+        if connection.writer is not None:
+            self.idle.append(connection)
+        if code:
+            raise HttpStatus(code)
+        return 0
 
     async def closed(self, slot: int) -> None:
         """One of ``concurrency`` callers: the next request as soon as the last one is answered."""
@@ -173,6 +203,9 @@ async def _run(spec: WorkerSpec, out: queue.Queue, stop_event, go_time: float) -
     load.record.flush()
     for channel in load.channels:
         await channel.close()
+    if load.http:
+        for connection in load.idle:
+            connection.close()
     out.put(("done", spec.index, load.totals()))
 
 

@@ -186,3 +186,34 @@ def test_baseline_runner_states_each_target_from_its_own_figures():
     assert mls["value"] == 2.25 and not mls["met"]  # twice the throughput, but a higher p99
     assert "lenet5: cnnserve / MLServer throughput, and a lower p99" not in rows  # not measured: not stated
     assert "| **not met** |" in runner.targets_markdown(list(rows.values()))
+
+
+@pytest.mark.parametrize("body", ["binary", "json"])
+def test_http_closed_loop_counts_agree_with_the_server(bench_server, body):
+    target = f"http://127.0.0.1:{bench_server.server.http_port}"
+    cfg = BenchConfig(
+        target=target, model="tiny", concurrency=[4], images_per_request=2, protocol="http", http_body=body, **SHORT
+    )
+    level = run(cfg)["levels"][0]
+    totals = level["totals"]
+    assert totals["sent"] == totals["ok"] + totals["errors"] and totals["errors"] == 0 and totals["ok"] > 0
+    assert totals["server"]["inference_count"] == 2 * totals["ok"]
+
+
+def test_http_open_loop_and_error_codes(bench_server):
+    target = f"http://127.0.0.1:{bench_server.server.http_port}"
+    level = run(BenchConfig(target=target, model="tiny", rates=[40.0], protocol="http", **SHORT))["levels"][0]
+    assert level["totals"]["sent"] == level["totals"]["ok"] > 0
+    inputs = [InputSpec("images", "UINT8", (-1, 28, 28, 1))]
+    cfg = BenchConfig(target=target, model="nope", concurrency=[2], inputs=inputs, protocol="http", **SHORT)
+    totals = run(cfg)["levels"][0]["totals"]
+    assert totals["ok"] == 0 and totals["error_codes"] == {"HTTP_404": totals["sent"]}
+
+
+def test_http_cli(bench_server, tmp_path):
+    target = f"http://127.0.0.1:{bench_server.server.http_port}"
+    code = main(["bench", "--server", target, "--model", "tiny", "--concurrency", "2", "--duration", "1",
+                 "--warmup", "0.3", "--window", "0.5", "--output-dir", str(tmp_path), "--no-plot", "--quiet"])  # fmt: skip
+    assert code == 0
+    result = json.loads((tmp_path / "tiny.json").read_text())
+    assert result["config"]["protocol"] == "http" and result["levels"][0]["totals"]["ok"] > 0
