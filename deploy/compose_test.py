@@ -48,13 +48,14 @@ def main() -> int:
     if compose_bin is None or shutil.which("podman") is None:
         print("compose-test: podman and podman-compose are needed (../shared/tools/podman-setup.sh)", file=sys.stderr)
         return 2
-    ports = _free_ports(3)
+    ports = _free_ports(4)
     env = dict(os.environ)
     env.update(
         CNNSERVE_PUBLISH_ADDRESS="127.0.0.1",
         CNNSERVE_GRPC_HOST_PORT=str(ports[0]),
         CNNSERVE_METRICS_HOST_PORT=str(ports[1]),
         CNNSERVE_EXPLAINER_HOST_PORT=str(ports[2]),
+        CNNSERVE_HTTP_HOST_PORT=str(ports[3]),
         CNNSERVE_TAG=os.environ.get("CNNSERVE_TAG", "compose-test"),
     )
     env.setdefault("CNNSERVE_TRAIN_EPOCHS", "1")
@@ -85,6 +86,7 @@ def main() -> int:
             _check_calls(f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[2]}")
             _check_tritonclient(f"127.0.0.1:{ports[0]}")
             _check_metrics(f"http://127.0.0.1:{ports[1]}/metrics")
+            _check_http(f"http://127.0.0.1:{ports[3]}")
         with _timed(timings, "graceful stop"):
             subprocess.run(["podman", "stop", "--time", "30", server], check=True, capture_output=True)
             code = _inspect(server)["State"]["ExitCode"]
@@ -263,6 +265,26 @@ class _timed:
 
     def __exit__(self, *exc) -> None:
         self.timings[self.name] = time.monotonic() - self.started
+
+
+def _check_http(url: str) -> None:
+    """The published HTTP port: ready, and a v2 JSON infer answered."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/v2/health/ready", timeout=10) as response:
+        assert response.status == 200
+    models = json.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(url + "/v2/repository/index", data=b"", method="POST"), timeout=10
+        ).read()
+    )
+    name = models[0]["name"]
+    body = {"inputs": [{"name": "images", "shape": [1, 28, 28, 1], "datatype": "UINT8", "data": [0] * 784}]}
+    request = urllib.request.Request(url + f"/v2/models/{name}/infer", data=json.dumps(body).encode(), method="POST")
+    answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+    assert answer["outputs"][0]["shape"][0] == 1, answer
+    print(f"compose-test: HTTP {url}: ready, {name} answered a v2 JSON infer")
 
 
 def _free_ports(n: int) -> list[int]:

@@ -98,13 +98,19 @@ def _mount(volume) -> tuple:
 
 
 def check_compose_model(label: str, services: dict) -> None:
-    for name, port in (("server", 8001), ("explainer", 8011), ("server-gpu", 8001)):
+    for name, address in (("server", "http://127.0.0.1:8000"), ("explainer", "127.0.0.1:8011"),
+                          ("server-gpu", "http://127.0.0.1:8000")):  # fmt: skip
         svc = services[name]
         test = svc.get("healthcheck", {}).get("test", [])
         check(
-            "cnnserve.healthcheck" in " ".join(test) and f"127.0.0.1:{port}" in " ".join(test),
-            f"{label}: {name} health check runs the image's gRPC probe on :{port}",
+            "cnnserve.healthcheck" in " ".join(test) and address in test,
+            f"{label}: {name} health check runs the image's probe on {address}",
         )
+        if name != "explainer":
+            targets = {
+                int(p["target"]) if isinstance(p, dict) else int(str(p).rsplit(":", 1)[-1]) for p in svc["ports"]
+            }
+            check({8000, 8001, 8002} <= targets, f"{label}: {name} publishes HTTP, gRPC and metrics: {sorted(targets)}")
         deps = svc.get("depends_on", {})
         cond = deps.get("trainer", {}).get("condition") if isinstance(deps, dict) else None
         check(cond == "service_completed_successfully", f"{label}: {name} starts after the trainer succeeded")
@@ -209,17 +215,21 @@ def validate_kubernetes() -> None:
         check(bite.returncode != 0, f"kubernetes-validate rejects a broken copy of server.yaml ({what})")
 
     deployments = {d["metadata"]["name"]: d for ds in docs.values() for d in ds if d["kind"] == "Deployment"}
-    for name, port in (("cnnserve-server", 8001), ("cnnserve-explainer", 8011)):
+    server_probe = deployments["cnnserve-server"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    check(
+        server_probe.get("httpGet", {}) == {"path": "/v2/health/ready", "port": 8000},
+        "cnnserve-server: readiness is HTTP GET /v2/health/ready on :8000",
+    )
+    explainer_probe = deployments["cnnserve-explainer"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    check(explainer_probe.get("grpc", {}).get("port") == 8011, "cnnserve-explainer: readiness on gRPC health :8011")
+    for name in ("cnnserve-server", "cnnserve-explainer"):
         container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
-        check(
-            container["readinessProbe"].get("grpc", {}).get("port") == port, f"{name}: readiness on gRPC health :{port}"
-        )
         check(
             "livenessProbe" in container and "requests" in container["resources"],
             f"{name}: liveness, resource requests",
         )
     live = deployments["cnnserve-server"]["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
-    check("--live" in live.get("exec", {}).get("command", []), "cnnserve-server: liveness asks ServerLive")
+    check(live.get("httpGet", {}).get("path") == "/v2/health/live", "cnnserve-server: liveness asks /v2/health/live")
     hpas = {
         d["spec"]["scaleTargetRef"]["name"]
         for ds in docs.values()
@@ -263,8 +273,39 @@ def validate_kubernetes() -> None:
         set(isvc["spec"]["predictor"]) <= known,
         f"InferenceService predictor fields: {sorted(isvc['spec']['predictor'])}",
     )
+    validate_kserve_predictor(docs["kserve-cnnserve.yaml"], claims)
     kustomization = docs["kustomization.yaml"][0]
     check(all((K8S / r).is_file() for r in kustomization["resources"]), "kustomization.yaml lists existing files")
+
+
+def validate_kserve_predictor(docs: list[dict], claims: set[str]) -> None:
+    """Our server as a KServe custom predictor: its image, the v2 REST port first, HTTP probes, the claim."""
+    (isvc,) = docs
+    check(
+        isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService",
+        "kserve-cnnserve.yaml: an InferenceService v1beta1",
+    )
+    predictor = isvc["spec"]["predictor"]
+    known = {"minReplicas", "maxReplicas", "containers", "scaleMetric", "scaleTarget", "containerConcurrency",
+             "timeout", "serviceAccountName", "nodeSelector", "tolerations", "annotations", "labels"}  # fmt: skip
+    check(set(predictor) <= known and "model" not in predictor, f"custom predictor fields: {sorted(predictor)}")
+    (container,) = predictor["containers"]
+    check(container["name"] == "kserve-container", "the custom predictor's container is kserve-container")
+    check(container["image"].split(":")[0] == "cnnserve-server", f"it runs our server image: {container['image']}")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    port = container["ports"][0]
+    check(port["containerPort"] == 8000 and port.get("name") in ("http1", None), f"KServe routes to HTTP :8000: {port}")
+    check(env.get("CNNSERVE_HTTP_PORT") == "8000", "the server's HTTP port is that port")
+    uri = re.fullmatch(r"pvc://([a-z0-9-]+)/?(.*)", env.get("STORAGE_URI", ""))
+    check(bool(uri) and uri.group(1) in claims, f"STORAGE_URI names the repository claim: {env.get('STORAGE_URI')}")
+    check(env.get("CNNSERVE_MODEL_REPOSITORY") == "/mnt/models", "the server serves where KServe mounts the models")
+    check(
+        container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
+        and container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live",
+        "the predictor's probes are the v2 HTTP health routes",
+    )
+    for key in ("resources",):
+        check(key in container and "requests" in container[key], "the predictor requests resources")
 
 
 def main() -> int:

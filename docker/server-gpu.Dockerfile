@@ -1,7 +1,7 @@
 # cnnserve server on NVIDIA GPUs: onnxruntime-gpu (CUDA execution provider) on a CUDA + cuDNN runtime base.
 # Not built by `make compose-test` (no GPU, no CUDA base image on the CI machine); see docs/deployment.md.
 #   docker build -f docker/server-gpu.Dockerfile -t cnnserve-server-gpu .
-#   docker run --gpus all -p 8001:8001 -p 8002:8002 -v "$PWD/models:/models:ro" cnnserve-server-gpu
+#   docker run --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "$PWD/models:/models:ro" cnnserve-server-gpu
 # onnxruntime-gpu 1.31.x links CUDA 13 (libcublas.so.13, libcudart.so.13) and loads cuDNN 9 at run time, which
 # this base carries; the host needs an NVIDIA driver for CUDA 13 (>= 580) and the NVIDIA Container Toolkit.
 # onnxruntime-gpu has no 1.32.0 release yet: 1.31.1 replaces the CPU package's 1.32.0 pin (same Python API).
@@ -52,11 +52,11 @@ RUN /opt/venv/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
  && /opt/venv/bin/python -I -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers(), o.get_available_providers()"
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    CNNSERVE_MODEL_REPOSITORY=/models CNNSERVE_GRPC_PORT=8001 CNNSERVE_METRICS_PORT=8002 CNNSERVE_DEVICE=cuda
+    CNNSERVE_MODEL_REPOSITORY=/models CNNSERVE_HTTP_PORT=8000 CNNSERVE_GRPC_PORT=8001 CNNSERVE_METRICS_PORT=8002 CNNSERVE_DEVICE=cuda
 USER 10001:10001
 WORKDIR /home/cnnserve
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-m", "cnnserve.healthcheck", "--quiet", "127.0.0.1:8001"]
+    CMD ["python", "-m", "cnnserve.healthcheck", "--quiet", "http://127.0.0.1:8000"]
 ENTRYPOINT ["cnnserve"]
 CMD ["serve"]

@@ -1,6 +1,6 @@
 # cnnserve server: onnxruntime + gRPC, never TensorFlow (`pip install cnnserve`, no extra).
 #   docker build -f docker/server.Dockerfile -t cnnserve-server .
-#   docker run -p 8001:8001 -p 8002:8002 -v "$PWD/models:/models:ro" cnnserve-server
+#   docker run -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "$PWD/models:/models:ro" cnnserve-server
 # Every `cnnserve serve` option is also an environment variable CNNSERVE_<NAME> (server/settings.py).
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -38,12 +38,12 @@ RUN /opt/venv/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
  && /opt/venv/bin/cnnserve --help >/dev/null \
  && /opt/venv/bin/python -I -c "import sys, cnnserve.server.app; assert 'tensorflow' not in sys.modules"
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
-    CNNSERVE_MODEL_REPOSITORY=/models CNNSERVE_GRPC_PORT=8001 CNNSERVE_METRICS_PORT=8002
+    CNNSERVE_MODEL_REPOSITORY=/models CNNSERVE_HTTP_PORT=8000 CNNSERVE_GRPC_PORT=8001 CNNSERVE_METRICS_PORT=8002
 USER 10001:10001
 WORKDIR /home/cnnserve
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 # The standard grpc.health.v1 service: SERVING once every model is loaded and warmed up.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "cnnserve.healthcheck", "--quiet", "127.0.0.1:8001"]
+    CMD ["python", "-m", "cnnserve.healthcheck", "--quiet", "http://127.0.0.1:8000"]
 ENTRYPOINT ["cnnserve"]
 CMD ["serve"]

@@ -217,3 +217,12 @@ def test_http_port_minus_one_disables_http(tmp_path):
         assert thread.server.http is None and thread.server.http_port == -1
     finally:
         thread.stop()
+
+
+def test_the_image_health_probe_speaks_http(shared_server):
+    from cnnserve.healthcheck import main
+
+    url = f"http://127.0.0.1:{shared_server.server.http_port}"
+    assert main(["--quiet", url]) == 0
+    assert main(["--quiet", "--live", url]) == 0
+    assert main(["--quiet", "--timeout", "2", "http://127.0.0.1:1"]) == 1  # nothing listens there
