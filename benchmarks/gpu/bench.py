@@ -227,62 +227,73 @@ def server_settings(args, **fields):
 
 
 def raw(args) -> dict:
-    from cnnserve.repository import read_model
     from cnnserve.server.providers import plan_providers
-    from cnnserve.server.runtime import OnnxModel
 
     variants = {"io_binding": {}} if args.device == "cuda" else {"plain": {"io_binding": "off"}, "io_binding": {}}
     if args.device == "cuda":
         variants["cuda_graphs"] = {"cuda_graphs": True}
     if args.device == "cpu":
         variants["io_binding"] = {"io_binding": "on"}
-    rng = np.random.default_rng(0)
     out: dict = {"variants": {}, "fp16_agreement": {}}
     for variant, fields in variants.items():
         plan = plan_providers(server_settings(args, **fields))
         rows = []
         probe: dict = {}
         for name in ("vgg16", "vgg16_fp16", "resnet50", "resnet50_fp16"):
-            spec = read_model(args.work / "models", name)[0]
-            t0 = time.time()
-            model = OnnxModel(spec, plan.for_model(spec))
-            load_s = time.time() - t0
-            x = rng.integers(0, 256, (8, *spec.inputs[0].dims), dtype=np.uint8)
-            for size in args.batch_sizes:
-                batch = {"images": np.resize(x, (size, *x.shape[1:]))}
-                t1 = time.time()
-                for _ in range(model.warmup_runs):
-                    model.run(batch)
-                first_s = time.time() - t1
-                times = []
-                t_end = time.perf_counter() + args.seconds
-                while len(times) < 3 or time.perf_counter() < t_end:
-                    t2 = time.perf_counter()
-                    model.run(batch)
-                    times.append(time.perf_counter() - t2)
-                rows.append(
-                    {
-                        "model": name,
-                        "batch_size": size,
-                        "runs": len(times),
-                        "images_per_s": round(size * len(times) / sum(times), 1),
-                        "ms_per_batch_p50": round(float(np.median(times)) * 1e3, 3),
-                        "warmup_s": round(first_s, 2),
-                        "session_load_s": round(load_s, 2),
-                        "providers": model.providers,
-                    }
-                )
-                log(f"  raw {variant} {name} batch {size}: {rows[-1]['images_per_s']} images/s")
-            probe[name] = model.run({"images": x})["probabilities"]
-            del model
+            try:
+                probe[name] = _raw_model(args, variant, plan, name, rows)
+            except Exception as exc:  # e.g. a graph onnxruntime cannot capture: the other rows still count
+                rows.append({"model": name, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+                log(f"  raw {variant} {name} FAILED: {rows[-1]['error'][:300]}")
             gc.collect()
         out["variants"][variant] = rows
-        if not out["fp16_agreement"]:
+        if not out["fp16_agreement"] and all(n in probe for n in ("vgg16", "vgg16_fp16", "resnet50", "resnet50_fp16")):
             from cnnserve.export.fp16 import compare_fp16
 
             for net in ("vgg16", "resnet50"):
                 out["fp16_agreement"][net] = compare_fp16(probe[net], probe[f"{net}_fp16"]).as_dict()
     return out
+
+
+def _raw_model(args, variant: str, plan, name: str, rows: list) -> np.ndarray:
+    """One graph's rows (one per batch size); returns its probabilities for 8 fixed images (the same for every
+    graph, so that fp16 is compared with fp32 on the same inputs)."""
+    from cnnserve.repository import read_model
+    from cnnserve.server.runtime import OnnxModel
+
+    spec = read_model(args.work / "models", name)[0]
+    t0 = time.time()
+    model = OnnxModel(spec, plan.for_model(spec))
+    load_s = time.time() - t0
+    x = np.random.default_rng(0).integers(0, 256, (8, *spec.inputs[0].dims), dtype=np.uint8)
+    for size in args.batch_sizes:
+        batch = {"images": np.resize(x, (size, *x.shape[1:]))}
+        t1 = time.time()
+        for _ in range(model.warmup_runs):
+            model.run(batch)
+        first_s = time.time() - t1
+        times = []
+        t_end = time.perf_counter() + args.seconds
+        while len(times) < 3 or time.perf_counter() < t_end:
+            t2 = time.perf_counter()
+            model.run(batch)
+            times.append(time.perf_counter() - t2)
+        rows.append(
+            {
+                "model": name,
+                "batch_size": size,
+                "runs": len(times),
+                "images_per_s": round(size * len(times) / sum(times), 1),
+                "ms_per_batch_p50": round(float(np.median(times)) * 1e3, 3),
+                "warmup_s": round(first_s, 2),
+                "session_load_s": round(load_s, 2),
+                "providers": model.providers,
+            }
+        )
+        log(f"  raw {variant} {name} batch {size}: {rows[-1]['images_per_s']} images/s")
+    probs = model.run({"images": x})["probabilities"]
+    del model
+    return probs
 
 
 # ------------------------------------------------------------------ 3. cnnserve serve
@@ -320,7 +331,13 @@ def serve(args) -> dict:
                     duration_s=args.seconds,
                     label=f"{name} x{images} c{concurrency}",
                 )
-                (row,) = bench_rows(run(cfg))
+                try:
+                    (row,) = bench_rows(run(cfg))
+                except Exception as exc:  # one level's failure must not cost the others
+                    levels.append({"model": name, "images_per_request": images, "concurrency": concurrency,
+                                   "error": f"{type(exc).__name__}: {exc}"[:2000]})  # fmt: skip
+                    log(f"  serve {name} x{images} c{concurrency} FAILED: {levels[-1]['error'][:300]}")
+                    continue
                 levels.append(row)
                 log(
                     f"  serve {name} {images} img/request, concurrency {concurrency}: {row['images_per_s']} images/s, "
@@ -357,54 +374,58 @@ def torch_phase(args) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     s = sizes(args)
     rows = []
+    errors = {}
     for net in ("vgg16", "resnet50"):
-        base = getattr(torchvision.models, net)(weights=None, num_classes=s["classes"]).eval()
-        for precision in ("fp32", "fp16"):
-            if precision == "fp16" and device.type == "cpu":
-                continue
-            dtype = torch.float16 if precision == "fp16" else torch.float32
-            model = base.to(device=device, dtype=dtype, memory_format=torch.channels_last)
-            for size in args.batch_sizes:
-                x = torch.randint(0, 256, (size, s["size"], s["size"], 3), dtype=torch.uint8, device=device)
-
-                def step(model=model, x=x, dtype=dtype):
-                    # As the ONNX graphs do: uint8 NHWC in, scaling and layout in the network, softmax out.
-                    y = (
-                        x.permute(0, 3, 1, 2)
-                        .to(dtype)
-                        .mul(1 / 127.5)
-                        .sub(1)
-                        .contiguous(memory_format=torch.channels_last)
-                    )
-                    return torch.softmax(model(y).float(), dim=-1)
-
-                with torch.inference_mode():
-                    for _ in range(3):
-                        step()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    runs, t0 = 0, time.perf_counter()
-                    while runs < 3 or time.perf_counter() - t0 < args.seconds:
-                        step()
-                        runs += 1
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    elapsed = time.perf_counter() - t0
-                rows.append(
-                    {
-                        "model": net if precision == "fp32" else f"{net}_fp16",
-                        "batch_size": size,
-                        "runs": runs,
-                        "images_per_s": round(size * runs / elapsed, 1),
-                    }
-                )
-                log(f"  torch {rows[-1]['model']} batch {size}: {rows[-1]['images_per_s']} images/s")
-            del model
-        del base
+        try:
+            _torch_net(args, torch, torchvision, device, s, net, rows)
+        except Exception as exc:  # recorded; the other network still runs
+            errors[net] = f"{type(exc).__name__}: {exc}"[:2000]
+            log(f"  torch {net} FAILED: {errors[net][:300]}")
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "device": str(device), "rows": rows}
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "device": str(device), "rows": rows,
+            "errors": errors}  # fmt: skip
+
+
+def _torch_net(args, torch, torchvision, device, s: dict, net: str, rows: list) -> None:
+    base = getattr(torchvision.models, net)(weights=None, num_classes=s["classes"]).eval()
+    for precision in ("fp32", "fp16"):
+        if precision == "fp16" and device.type == "cpu":
+            continue
+        dtype = torch.float16 if precision == "fp16" else torch.float32
+        model = base.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+        for size in args.batch_sizes:
+            x = torch.randint(0, 256, (size, s["size"], s["size"], 3), dtype=torch.uint8, device=device)
+
+            def step(model=model, x=x, dtype=dtype):
+                # As the ONNX graphs do: uint8 NHWC in, scaling and layout in the network, softmax out.
+                y = x.permute(0, 3, 1, 2).to(dtype).mul(1 / 127.5).sub(1).contiguous(memory_format=torch.channels_last)
+                return torch.softmax(model(y).float(), dim=-1)
+
+            with torch.inference_mode():
+                for _ in range(3):
+                    step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                runs, t0 = 0, time.perf_counter()
+                while runs < 3 or time.perf_counter() - t0 < args.seconds:
+                    step()
+                    runs += 1
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - t0
+            rows.append(
+                {
+                    "model": net if precision == "fp32" else f"{net}_fp16",
+                    "batch_size": size,
+                    "runs": runs,
+                    "images_per_s": round(size * runs / elapsed, 1),
+                }
+            )
+            log(f"  torch {rows[-1]['model']} batch {size}: {rows[-1]['images_per_s']} images/s")
+        del model
+    del base
 
 
 # ------------------------------------------------------------------ 5. arithmetic limit
@@ -475,7 +496,11 @@ def markdown(doc: dict) -> str:
     raw_ = (phases.get("raw") or {}).get("result") or {}
     if raw_:
         lines += ["", "Raw onnxruntime, in-process (images/s by batch size):", ""]
-        for variant, rows in raw_["variants"].items():
+        for variant, all_rows in raw_["variants"].items():
+            rows = [r for r in all_rows if "error" not in r]
+            lines += [f"- {variant} {r['model']}: {r['error'][:300]}" for r in all_rows if "error" in r]
+            if not rows:
+                continue
             bs = sorted({r["batch_size"] for r in rows})
             lines += [
                 f"| {variant} | " + " | ".join(f"b{b}" for b in bs) + " | providers |",
@@ -497,6 +522,11 @@ def markdown(doc: dict) -> str:
                   "| model | images/request | concurrency | images/s | p50 ms | p99 ms | server mean batch | errors |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
         for r in served["levels"]:
+            if "error" in r:
+                lines.append(
+                    f"| {r['model']} | {r['images_per_request']} | {r['concurrency']} | {r['error'][:200]} | | | | |"
+                )
+                continue
             lines.append(
                 f"| {r['model']} | {r['images_per_request']} | {r['concurrency']} | {r['images_per_s']} | {r['p50_ms']} | "
                 f"{r['p99_ms']} | {r['server_mean_batch_size']} | {r['errors'] or 0} |"
@@ -510,7 +540,8 @@ def markdown(doc: dict) -> str:
         for model in dict.fromkeys(r["model"] for r in tp["rows"]):
             mine = {r["batch_size"]: r["images_per_s"] for r in tp["rows"] if r["model"] == model}
             lines.append(f"| {model} | " + " | ".join(str(mine.get(b, "")) for b in bs) + " |")
-    elif tp.get("skipped"):
+    lines += [f"- torch {net}: {e[:300]}" for net, e in (tp.get("errors") or {}).items()]
+    if tp.get("skipped"):
         lines.append(f"- torch: {tp['skipped']}")
     lim = (phases.get("limit") or {}).get("result") or {}
     if lim:

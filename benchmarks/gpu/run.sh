@@ -49,6 +49,11 @@ print("onnxruntime", ort.__version__, ort.get_available_providers(), "from", ort
 print("cnnserve from", rt.__file__)
 PY
 if [ "$device" = cuda ]; then
+  # CUDA 13 and cuDNN 9 from the image's nvidia-* wheels (PyTorch's), for the server process too, which does
+  # not import torch; onnxruntime.preload_dlls() looks for them as well.
+  nvlibs=$("$py" -c 'import glob, os, nvidia; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(d + "/*/lib/lib*.so*")})))' 2>/dev/null || true)
+  [ -n "$nvlibs" ] && export LD_LIBRARY_PATH="$nvlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "nvidia libraries: ${nvlibs:-none found}"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$py" -c 'import onnxruntime as o, sys; sys.exit(0 if "CUDAExecutionProvider" in o.get_available_providers() else "onnxruntime offers no CUDA provider: were the onnxruntime-gpu parts copied to /tmp/ortw?")'
 fi

@@ -45,6 +45,9 @@ def test_the_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     for rows in raw.values():
         assert {(r["model"], r["batch_size"]) for r in rows} == {(m, b) for m in models for b in (1, 4)}
         assert all(r["images_per_s"] > 0 and r["providers"] == ["CPUExecutionProvider"] for r in rows)
+    agreement = phases["raw"]["result"]["fp16_agreement"]  # the same images through fp32 and fp16
+    assert set(agreement) == {"vgg16", "resnet50"}
+    assert all(a["top1_agreement"] == 1.0 and a["max_abs_diff"] <= 1e-2 for a in agreement.values()), agreement
     served = phases["serve"]["result"]
     assert "--device cpu" in served["command"] and len(served["session_providers"]) == 4
     assert all("I/O binding" in line for line in served["session_providers"])
