@@ -48,6 +48,8 @@ def start_server(tree: Path, repository: Path, cpus: str | None, log: Path, extr
     python = str(tree / ".venv" / "bin" / "python") if tree != ROOT else sys.executable
     command = [python, "-m", "cnnserve.cli", "serve", "--model-repository", str(repository)]
     command += ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", *extra]
+    if "http_port" in (tree / "server" / "settings.py").read_text():  # a checkout with the HTTP front door
+        command += ["--http-port", "-1"]  # gRPC is what is measured; and no fixed port to collide on
     if cpus:
         command = ["taskset", "-c", cpus, *command]
     # HTTP off unless asked for (an older tree ignores the variable).
