@@ -12,12 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnserve.explainer.graph import ExplainableModel, NotExplainable
-from cnnserve.repository import ModelConfigError, ModelSpec, list_model_names, read_model, validate_model_name
+from cnnserve.repository import (
+    ModelConfigError,
+    ModelSpec,
+    is_model_folder,
+    list_model_names,
+    read_model,
+    validate_model_name,
+)
 from cnnserve.service.errors import FailedPrecondition, NotFound
 from cnnserve.service.imaging import ImageDecoding
 
 log = logging.getLogger(__name__)
 KERAS_FILE = "model.keras"
+
+
+class MissingKeras(NotExplainable):
+    """The version has a model.onnx but no model.keras beside it (an ONNX-only model)."""
 
 
 @dataclass
@@ -64,7 +75,10 @@ def load_version(spec: ModelSpec) -> ExplainableVersion:
 
     path = spec.path / KERAS_FILE
     if not path.is_file():
-        raise NotExplainable(f"{path} does not exist (export writes it beside model.onnx)")
+        raise MissingKeras(
+            f"{path} does not exist: heatmaps need the model.keras beside model.onnx (`cnnserve export VARIANT` and "
+            "`cnnserve export --keras` write it; an ONNX-only model has none)"
+        )
     keras_model = keras.saving.load_model(path, compile=False)
     model = ExplainableModel(keras_model)
     try:
@@ -82,6 +96,7 @@ class ModelTable:
         self.repository = repository
         self.models: dict[str, dict[str, ExplainableVersion]] = {}
         self.problems: dict[str, str] = {}  # "name/version" -> why it is not explainable
+        self.onnx_only: dict[str, str] = {}  # name -> why: served, but no version has a model.keras
         self._lock = threading.Lock()
 
     def load_all(self) -> None:
@@ -97,21 +112,32 @@ class ModelTable:
             log.warning("explainer: skipping model %s: %s", name, exc)
             return
         versions = {}
+        missing = []
         for spec in specs:
             try:
                 versions[spec.version] = load_version(spec)
+            except MissingKeras as exc:
+                missing.append(str(exc))
+                self.problems[f"{name}/{spec.version}"] = str(exc)
+                log.warning("explainer: %s version %s is not explainable: %s", name, spec.version, exc)
             except (NotExplainable, OSError, ValueError) as exc:
                 self.problems[f"{name}/{spec.version}"] = str(exc)
                 log.warning("explainer: %s version %s is not explainable: %s", name, spec.version, exc)
+        if missing and len(missing) == len(specs):
+            self.onnx_only[name] = missing[0]
+        else:
+            self.onnx_only.pop(name, None)
         if versions:
             with self._lock:
                 self.models[name] = versions
 
     def get(self, name: str, version: str = "") -> ExplainableVersion:
         validate_model_name(name)
-        if name not in self.models and (self.repository / name / "config.pbtxt").is_file():
+        if name not in self.models and is_model_folder(self.repository / name):
             self.load(name)  # exported after the sidecar started
         versions = self.models.get(name)
+        if not versions and name in self.onnx_only:
+            raise FailedPrecondition(f"model {name!r} has no heatmaps, activations or filters: {self.onnx_only[name]}")
         if not versions:
             why = self.problems.get(name) or next((v for k, v in self.problems.items() if k.startswith(f"{name}/")), "")
             known = ", ".join(sorted(self.models)) or "none"

@@ -451,3 +451,43 @@ def _read_answer(reader):
         headers[name.strip().lower()] = value.strip()
     body = reader.read(int(headers.get("content-length", "0")))
     return status, headers, body
+
+
+def pytorch_style_onnx(path: Path, *, size: int = 32, classes: int = 5, fixed_batch: int = 0, seed: int = 0):
+    """An ONNX graph as ``torch.onnx.export`` writes one: float32 NCHW ``input.1`` [batch_size, 3, size, size]
+    (mean/std done by the caller), Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, logits ``logits``
+    [batch_size, K], a named dynamic batch dimension (or ``fixed_batch``). Returns the model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    conv_w = rng.normal(0, 0.3, size=(8, 3, 3, 3)).astype(np.float32)
+    conv_b = rng.normal(0, 0.1, size=(8,)).astype(np.float32)
+    fc_w = rng.normal(0, 0.5, size=(classes, 8)).astype(np.float32)
+    fc_b = rng.normal(0, 0.1, size=(classes,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input.1", "conv.weight", "conv.bias"], ["/conv/Conv_output_0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["/conv/Conv_output_0"], ["/relu/Relu_output_0"]),
+        helper.make_node("GlobalAveragePool", ["/relu/Relu_output_0"], ["/pool/GlobalAveragePool_output_0"]),
+        helper.make_node("Flatten", ["/pool/GlobalAveragePool_output_0"], ["/Flatten_output_0"], axis=1),
+        helper.make_node("Gemm", ["/Flatten_output_0", "fc.weight", "fc.bias"], ["logits"], transB=1),
+    ]
+    batch = fixed_batch or "batch_size"
+    graph = helper.make_graph(
+        nodes,
+        "main_graph",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
+        [
+            numpy_helper.from_array(conv_w, "conv.weight"),
+            numpy_helper.from_array(conv_b, "conv.bias"),
+            numpy_helper.from_array(fc_w, "fc.weight"),
+            numpy_helper.from_array(fc_b, "fc.bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="pytorch")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return model

@@ -155,7 +155,7 @@ def test_activations_filters_and_layers(main_server, digits_x):
     "call, code, words",
     [
         (("ListLayers", pb.ListLayersRequest(model_name="nope")), "NOT_FOUND", ["'nope'", "digits"]),
-        (("ListLayers", pb.ListLayersRequest(model_name="onnx_only")), "NOT_FOUND", ["model.keras"]),
+        (("ListLayers", pb.ListLayersRequest(model_name="onnx_only")), "FAILED_PRECONDITION", ["model.keras"]),
         (("ListLayers", pb.ListLayersRequest(model_name="digits", model_version="9")), "NOT_FOUND", ["'9'"]),
         (
             ("Heatmap", pb.HeatmapRequest(model_name="digits", layer="conv9", images=[image_message(b"x")])),
