@@ -9,7 +9,9 @@ does not know, parameters cnnserve does not read.
 Triton's onnxruntime backend keys read from ``parameters { key: ... value: { string_value: ... } }``:
 ``cudnn_conv_algo_search`` (0 EXHAUSTIVE, 1 HEURISTIC, 2 DEFAULT), ``gpu_mem_limit`` (bytes),
 ``arena_extend_strategy`` (0 kNextPowerOfTwo, 1 kSameAsRequested) and ``intra_op_thread_count``; the GPU
-of ``instance_group [ { kind: KIND_GPU gpus: [ N ] } ]``. ``enable_cuda_graph`` (0/1) is cnnserve's own
+of ``instance_group [ { kind: KIND_GPU gpus: [ N ] } ]``; the TensorRT provider from ``optimization {
+execution_accelerators { gpu_execution_accelerator [ { name: "tensorrt" parameters { key: "precision_mode"
+value: "FP16" } } ] } }`` (and ``max_workspace_size_bytes``). ``enable_cuda_graph`` (0/1) is cnnserve's own
 key, named as onnxruntime's CUDA option. On a CPU server the CUDA keys are checked and then not used, so
 one repository serves on both.
 """
@@ -82,6 +84,8 @@ class ProviderPlan:
     cuda: CudaOptions = CudaOptions()
     tensorrt: bool = False
     io_binding: bool = False
+    tensorrt_options: tuple[tuple[str, str], ...] = ()  # from a model's TensorRT accelerator parameters
+    available: tuple[str, ...] = ()  # what the installed onnxruntime offers
 
     @property
     def device_id(self) -> int:
@@ -97,7 +101,7 @@ class ProviderPlan:
             return [CPU]
         chain: list = []
         if self.tensorrt:
-            chain.append((TENSORRT, {"device_id": str(self.cuda.device_id)}))
+            chain.append((TENSORRT, {"device_id": str(self.cuda.device_id), **dict(self.tensorrt_options)}))
         chain.append((CUDA, self.cuda.provider_options()))
         chain.append(CPU)
         return chain
@@ -130,11 +134,21 @@ class ProviderPlan:
             raise ModelConfigError(f"{source}: instance_group names GPUs {gpus}; cnnserve serves a model on one GPU")
         if gpus:
             cuda = replace(cuda, device_id=gpus[0])
+        trt = _tensorrt_accelerator(spec, source)
         if self.device == "cpu":
             return self  # checked above; the CUDA keys mean nothing on a CPU server
         if cuda.cuda_graph and not self.io_binding:
             raise ModelConfigError(f"{source}: enable_cuda_graph needs I/O binding (the server runs with it off)")
-        return replace(self, cuda=cuda)
+        plan = replace(self, cuda=cuda)
+        if trt is not None:
+            if TENSORRT not in self.available:
+                raise ModelConfigError(
+                    f"{source}: asks for the TensorRT accelerator but onnxruntime offers only {list(self.available)}"
+                )
+            plan = replace(plan, tensorrt=True, tensorrt_options=trt)
+        if plan.tensorrt and cuda.cuda_graph:
+            raise ModelConfigError(f"{source}: CUDA graphs and the TensorRT accelerator together are not supported")
+        return plan
 
 
 def plan_providers(settings, available: Iterable[str] | None = None) -> ProviderPlan:
@@ -161,7 +175,7 @@ def plan_providers(settings, available: Iterable[str] | None = None) -> Provider
     if settings.device == "cpu":
         if given:
             raise ProviderError(f"{', '.join(given)} apply to --device cuda only; this server runs with --device cpu")
-        return ProviderPlan("cpu", io_binding=io_binding)
+        return ProviderPlan("cpu", io_binding=io_binding, available=tuple(available))
     if CUDA not in available:
         if not settings.allow_cpu_fallback:
             raise ProviderError(
@@ -171,7 +185,7 @@ def plan_providers(settings, available: Iterable[str] | None = None) -> Provider
         log.warning("CUDA requested but onnxruntime offers only %s; falling back to CPU", available)
         if given:
             log.warning("%s are not used on the CPU", ", ".join(given))
-        return ProviderPlan("cpu", io_binding=settings.io_binding == "on")
+        return ProviderPlan("cpu", io_binding=settings.io_binding == "on", available=tuple(available))
     if settings.tensorrt and TENSORRT not in available:
         raise ProviderError(
             f"--tensorrt but onnxruntime offers only {available}; install an onnxruntime-gpu built with TensorRT "
@@ -188,7 +202,40 @@ def plan_providers(settings, available: Iterable[str] | None = None) -> Provider
         cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
         cuda_graph=settings.cuda_graphs,
     )
-    return ProviderPlan("cuda", cuda, tensorrt=settings.tensorrt, io_binding=io_binding)
+    return ProviderPlan("cuda", cuda, tensorrt=settings.tensorrt, io_binding=io_binding, available=tuple(available))
+
+
+# Triton's TensorRT accelerator parameters -> onnxruntime's TensorRT provider options.
+TENSORRT_PARAMETERS = {"precision_mode": "trt_fp16_enable", "max_workspace_size_bytes": "trt_max_workspace_size"}
+
+
+def _tensorrt_accelerator(spec: ModelSpec, source) -> tuple[tuple[str, str], ...] | None:
+    """``optimization { execution_accelerators { gpu_execution_accelerator [ { name: "tensorrt" ... } ] } }``:
+    the TensorRT provider's options, or None when the model asks for no accelerator."""
+    accelerators = spec.config.optimization.execution_accelerators
+    if accelerators.cpu_execution_accelerator:
+        names = [a.name for a in accelerators.cpu_execution_accelerator]
+        raise ModelConfigError(f"{source}: cpu_execution_accelerator {names} is not served by cnnserve")
+    options = None
+    for accelerator in accelerators.gpu_execution_accelerator:
+        if accelerator.name != "tensorrt":
+            raise ModelConfigError(
+                f"{source}: gpu_execution_accelerator {accelerator.name!r} is not served; cnnserve knows 'tensorrt'"
+            )
+        options = []
+        for key, value in sorted(accelerator.parameters.items()):
+            if key not in TENSORRT_PARAMETERS:
+                raise ModelConfigError(
+                    f"{source}: TensorRT parameter {key!r} is not read; cnnserve reads {list(TENSORRT_PARAMETERS)}"
+                )
+            if key == "precision_mode":
+                if value not in ("FP32", "FP16"):
+                    raise ModelConfigError(f"{source}: TensorRT precision_mode is {value!r}; expected FP32 or FP16")
+                value = "True" if value == "FP16" else "False"
+            else:
+                value = str(_non_negative(value, key, source))
+            options.append((TENSORRT_PARAMETERS[key], value))
+    return tuple(options) if options is not None else None
 
 
 def _choice(text: str, names: tuple[str, ...], key: str, source) -> str:

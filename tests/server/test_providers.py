@@ -233,3 +233,42 @@ def test_the_cpu_provider_is_what_this_machine_has():
         pytest.skip("this machine has the CUDA provider")
     with pytest.raises(ProviderError, match="allow-cpu-fallback"):
         plan_providers(settings(device="cuda"))
+
+
+def accelerator(name: str, **parameters: str) -> str:
+    params = "".join(f' parameters {{ key: "{k}" value: "{v}" }}' for k, v in parameters.items())
+    return (
+        f'optimization {{ execution_accelerators {{ gpu_execution_accelerator [ {{ name: "{name}"{params} }} ] }} }}\n'
+    )
+
+
+def test_a_models_tensorrt_accelerator_puts_tensorrt_first_with_its_options(tmp_path):
+    extra = accelerator("tensorrt", precision_mode="FP16", max_workspace_size_bytes="1073741824")
+    (spec,) = read_model(tmp_path, with_config(write_model(tmp_path, "m"), extra).name)
+    plan = plan_providers(settings(device="cuda"), available=[TENSORRT, CUDA, CPU]).for_model(spec)
+    assert plan.providers()[0] == (
+        TENSORRT,
+        {"device_id": "0", "trt_fp16_enable": "True", "trt_max_workspace_size": "1073741824"},
+    )
+    assert plan.provider_names() == [TENSORRT, CUDA, CPU]
+    with pytest.raises(ModelConfigError, match="asks for the TensorRT accelerator but onnxruntime offers only"):
+        plan_providers(settings(device="cuda"), available=GPU).for_model(spec)
+    assert ProviderPlan("cpu").for_model(spec).providers() == [CPU]  # checked, not used, on a CPU server
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (accelerator("openvino"), "gpu_execution_accelerator 'openvino' is not served"),
+        (accelerator("tensorrt", precision_mode="INT8"), "precision_mode is 'INT8'; expected FP32 or FP16"),
+        (accelerator("tensorrt", trt_engine_cache_enable="1"), "TensorRT parameter 'trt_engine_cache_enable'"),
+        (
+            'optimization { execution_accelerators { cpu_execution_accelerator [ { name: "openvino" } ] } }\n',
+            "cpu_execution_accelerator \\['openvino'\\] is not served",
+        ),
+    ],
+)
+def test_wrong_accelerators_are_refused(tmp_path, extra, message):
+    (spec,) = read_model(tmp_path, with_config(write_model(tmp_path, "m"), extra).name)
+    with pytest.raises(ModelConfigError, match=message):
+        ProviderPlan("cpu").for_model(spec)
