@@ -105,11 +105,15 @@ class ExplainerHandler:
             except TimeoutError:
                 self._drop(channel)
                 raise self._unreachable(f"no connection within {wait:.1f}s") from None
+            except grpc.aio.UsageError:  # a concurrent call gave up on this channel and closed it meanwhile
+                raise self._unreachable("no connection") from None
             if timeout is not None:
                 timeout -= asyncio.get_running_loop().time() - started
         timeout = DEFAULT_TIMEOUT_S if timeout is None else max(timeout, 0.0)
         try:
             return await getattr(stub, method)(request, timeout=timeout, metadata=metadata, wait_for_ready=False)
+        except grpc.aio.UsageError:  # the channel was closed under this call by a concurrent one's failure
+            raise self._unreachable("connection lost") from None
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 self._drop(channel)
