@@ -33,7 +33,7 @@ def test_without_the_routes_the_page_says_so_in_words(tab, static_url):
     message = page.locator("#models-message")
     message.filter(has_text="Could not list the models").wait_for()
     assert "/v2/repository/index" in message.inner_text()
-    assert "not ready" in page.locator("#server-status").inner_text().lower()
+    assert "not answering" in page.locator("#server-status").inner_text()
     assert tab.page_errors == []  # the page's own code never threw
 
 

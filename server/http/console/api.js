@@ -5,10 +5,11 @@
 const TOKEN_KEY = "cnnserve.console.token";
 
 export class ApiError extends Error {
-  constructor(status, message, route) {
+  constructor(status, message, route, token = "") {
     super(message);
     this.status = status; // 0: no answer at all
     this.route = route;
+    this.token = token; // the token the request carried
   }
   get explainerDown() {
     return this.status === 503 && /explainer/i.test(this.message);
@@ -61,8 +62,9 @@ async function request(method, path, { body, contentType, json } = {}) {
     const message = said
       ? `${said} (HTTP ${response.status} from ${what})`
       : `HTTP ${response.status} ${response.statusText} from ${what}`;
-    const error = new ApiError(response.status, message, path);
-    if (response.status === 401) listeners.unauthorized.forEach((cb) => cb(error));
+    const error = new ApiError(response.status, message, path, token);
+    // A refusal of a token since replaced (a call still in flight when a new one was entered) asks nothing.
+    if (response.status === 401 && token === getToken()) listeners.unauthorized.forEach((cb) => cb(error));
     throw error;
   }
   if (data === null && text) throw new ApiError(response.status, `${what} answered something that is not JSON`, path);
@@ -76,7 +78,7 @@ function modelPath(name, version) {
 }
 
 export const api = {
-  ready: () => request("GET", "/v2/health/ready").then(() => true),
+  live: () => request("GET", "/v2/health/live").then(() => true),
   serverMetadata: () => request("GET", "/v2"),
   repositoryIndex: () => request("POST", "/v2/repository/index", { json: {} }),
   modelMetadata: (name) => request("GET", `/v2/models/${enc(name)}`),

@@ -137,7 +137,7 @@ function renderModels() {
   const rows = [];
   for (const model of state.models.values()) {
     const states = [...new Set(model.versions.map((v) => v.state || "UNKNOWN"))];
-    const reasons = model.versions.filter((v) => v.reason).map((v) => `version ${v.version || "?"}: ${v.reason}`);
+    const reasons = model.versions.filter((v) => v.reason).map((v) => (v.version ? `version ${v.version}: ` : "") + v.reason);
     rows.push(
       el(
         "tr",
@@ -168,7 +168,7 @@ function renderModels() {
   fillSelect(
     $("stats-model"),
     ready.map((m) => [m.name, m.name]),
-    $("stats-model").value || ready[0]?.name,
+    $("stats-model").value || $("model-select").value || ready[0]?.name,
   );
   if (!ready.length) fillSelect($("model-select"), [["", "(no model ready)"]], "");
   $("model-select").disabled = ready.length === 0;
@@ -176,11 +176,13 @@ function renderModels() {
 
 async function loadModels() {
   say("models-message", "Loading the repository index…");
+  // Liveness and the server's name; readiness is said per model below (the index has each one's state).
   try {
-    await api.ready();
-    say("server-status", "Server ready.");
+    await api.live();
+    const meta = await api.serverMetadata();
+    say("server-status", `Connected to ${meta.name ?? "the server"} ${meta.version ?? ""}`.trim() + ".");
   } catch (err) {
-    say("server-status", `Server not ready: ${words(err)}`, "error");
+    say("server-status", `The server is not answering: ${words(err)}`, "error");
   }
   let index;
   try {
@@ -295,24 +297,25 @@ function renderPredictions(predictions, target) {
 
 // ---- heatmaps ------------------------------------------------------------------------------------------
 
-// Faithfulness scores, when the ListLayers answer carries them: any list of {layer?, method, numbers...}
-// under a key that names faithfulness or scores, at the top level or inside the layer's own entry.
-function faithfulness(layers, layer, method) {
-  const found = [];
-  const scan = (obj, layerName) => {
-    for (const [key, value] of Object.entries(obj || {})) {
-      if (!/faith|score/i.test(key)) continue;
-      const list = Array.isArray(value) ? value : value && typeof value === "object" ? [value] : [];
-      for (const entry of list) {
-        if (!entry || typeof entry !== "object") continue;
-        if ((entry.layer ?? layerName) !== layer || (entry.method && entry.method !== method)) continue;
-        for (const [k, v] of Object.entries(entry)) if (typeof v === "number" && k !== "target_class") found.push([k, v]);
-      }
-    }
-  };
-  scan(layers, undefined);
-  for (const info of layers.layers || []) if (info.name === layer) scan(info, layer);
-  return found;
+// Faithfulness scores (issue 18): the heatmap answer's own `faithfulness`, else the ListLayers entry of this
+// layer and method. Absent for models that were not scored: then nothing is shown.
+const FAITHFULNESS = [
+  ["score", "faithfulness score"],
+  ["deletion_auc", "deletion AUC (lower is better)"],
+  ["insertion_auc", "insertion AUC (higher is better)"],
+  ["pointing_game", "points at ink"],
+  ["heat_ratio", "heat on ink / off"],
+];
+
+function faithfulness(layers, answer, layer, method) {
+  const entry =
+    answer?.faithfulness ??
+    (layers?.faithfulness || []).find((f) => f.layer === layer && (f.method ?? method) === method);
+  if (!entry) return [];
+  const rows = FAITHFULNESS.filter(([key]) => typeof entry[key] === "number").map(([key, name]) => [name, fmt(entry[key])]);
+  if (typeof entry.passes_randomisation === "boolean")
+    rows.push(["randomisation check", entry.passes_randomisation ? "passed" : "failed"]);
+  return rows;
 }
 
 function heatmapCard(method) {
@@ -338,7 +341,9 @@ function fillLayerSelects(model) {
   const spatial = spatialLayers(model).map((l) => [l.name, `${l.name} (${l.class_name} ${shapeText(l.output_shape)})`]);
   const heatmapDefault = model?.explain?.layers?.default_heatmap_layer;
   fillSelect($("heatmap-layer"), spatial, heatmapDefault);
-  fillSelect($("activation-layer"), spatial, $("activation-layer").value || spatial[0]?.[0]);
+  // Activations open on the first convolution (the input and rescaling layers show only the image itself).
+  const firstConv = spatialLayers(model).find((l) => /conv/i.test(l.class_name))?.name ?? heatmapDefault;
+  fillSelect($("activation-layer"), spatial, $("activation-layer").value || firstConv);
   fillSelect($("filter-layer"), spatial, $("filter-layer").value || heatmapDefault);
   $("filter-run").disabled = spatial.length === 0;
 }
@@ -383,6 +388,9 @@ async function explainClass(target) {
   const label = state.result.predictions.find((p) => p.index === target)?.label ?? String(target);
   say("heatmaps-message", `Explaining class “${label}” at layer ${layer || "(default)"}…`);
   const cards = METHODS.map(heatmapCard);
+  const defaultMethod = model.explain.layers.default_heatmap_method;
+  for (const [i, method] of METHODS.entries())
+    if (method.id === defaultMethod) cards[i].card.querySelector("h3").append(el("span", { class: "hint", text: " (default)" }));
   $("heatmap-grid").replaceChildren(...cards.map((c) => c.card));
   const baseUrl = $("model-input").src;
   let failures = 0;
@@ -401,10 +409,8 @@ async function explainClass(target) {
         const score = answer.target_score ?? answer.predicted_score;
         card.message.textContent = `Class “${label}” (score ${fmt(score)}) at ${answer.layer}`;
         card.message.className = "message";
-        const scores = faithfulness(model.explain.layers, answer.layer, method.id);
-        card.scores.replaceChildren(
-          ...scores.flatMap(([k, v]) => [el("dt", { text: k.replaceAll("_", " ") }), el("dd", { text: fmt(v) })]),
-        );
+        const scores = faithfulness(model.explain.layers, answer, answer.layer, method.id);
+        card.scores.replaceChildren(...scores.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
         if (scores.length) card.scores.setAttribute("aria-label", "Faithfulness of this map");
       } catch (err) {
         if (run !== state.runs.heatmaps) return;
@@ -584,6 +590,10 @@ async function pollStats() {
 
 function modelChanged() {
   const model = selected();
+  if (model && [...$("stats-model").options].some((o) => o.value === model.name)) {
+    $("stats-model").value = model.name; // the statistics follow the model being looked at
+    drawStats();
+  }
   fillLayerSelects(model);
   if (model && model.explain && model.explain.status !== "yes")
     say("heatmaps-message", model.explain.message, model.explain.status === "down" ? "error" : "warn");

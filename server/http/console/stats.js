@@ -81,7 +81,8 @@ export function drawChart(canvas, points, key, now) {
   g.stroke();
   g.fillStyle = "#57606a";
   g.font = "11px system-ui, sans-serif";
-  g.fillText(values.length ? `max ${(top / 1.15).toPrecision(3)}` : "no data yet", 4, 11);
+  const peak = Math.max(0, ...values);
+  g.fillText(values.length ? (peak > 0 ? `max ${peak.toPrecision(3)}` : "idle (0)") : "no data yet", 4, 11);
   g.fillText(`last ${WINDOW_S / 60} min`, 4, height - 2);
   g.strokeStyle = "#0b5cad";
   g.lineWidth = 2;
