@@ -7,10 +7,11 @@ PIP := $(PY) -m pip
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint protos check-protos clean help compose-test deploy-validate docker-constraints
+.PHONY: demo console test lint protos check-protos clean help compose-test deploy-validate docker-constraints
 
 help:
 	@echo "make demo   - train, export, serve and classify on the bundled digits (creates .venv)"
+	@echo "make console - serve models/ (from make demo) with the explainer; the web console on :8000/console/"
 	@echo "make test   - run the test suite (creates .venv with the dev extras)"
 	@echo "make lint   - ruff check and format check"
 	@echo "make protos - regenerate the gRPC stubs from protos/"
@@ -31,6 +32,9 @@ $(STAMP_DEV): pyproject.toml | $(PY)
 
 demo: $(STAMP_DEMO)
 	$(PY) scripts/demo.py
+
+console: $(STAMP_DEMO)
+	$(PY) scripts/console.py
 
 test: $(STAMP_DEV)
 	$(PY) protos/generate.py --check
