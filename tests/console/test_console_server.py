@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from support import DIGITS, ROOT, ExplainerProcess, ServerThread, png_bytes
+from support import DIGITS, ROOT, ExplainerProcess, Http, ServerThread, png_bytes
 
 pytestmark = pytest.mark.slow
 DEMO_MODELS = ("mnist_cnn", "lenet5")
@@ -137,6 +137,12 @@ def test_a_digit_shows_its_true_label_first_and_four_heatmaps(tab, server, heldo
     sizes = decoded_sizes(page, "#heatmap-grid img.overlay")
     assert len(sizes) == 4 and all(w > 0 and h > 0 for w, h in sizes)
     assert all(alt for alt in page.locator("#heatmap-grid img.overlay").evaluate_all("(n) => n.map((i) => i.alt)"))
+    # Faithfulness scores beside each map, when the model was scored at export (issue 18's ListLayers field).
+    with Http(server.server.http_port) as http:
+        status, layers = http.json("GET", "/v1/models/mnist_cnn/explain/layers")
+    assert status == 200
+    if layers.get("faithfulness"):
+        assert all("faithfulness score" in t for t in page.locator("#heatmap-grid .scores").all_inner_texts())
     # The opacity slider changes how strongly the maps cover the image.
     page.fill("#opacity", "0.8")
     assert page.locator("#heatmap-grid img.overlay").evaluate_all("(n) => n.map((i) => i.style.opacity)") == ["0.8"] * 4
@@ -183,6 +189,32 @@ def test_the_layer_selector_defaults_to_the_heatmap_layer_and_switching_changes_
     page.locator("#filters-message", has_text="4 of 4 patterns").wait_for()
     sizes = decoded_sizes(page, "#filter-grid img")
     assert len(sizes) == 4 and all(w > 0 for w, _ in sizes)
+
+
+def test_a_dropped_file_and_a_sample_digit_are_classified_at_a_phones_width(tab, server, heldout_digit):
+    path, label = heldout_digit
+    page = tab.page
+    page.set_viewport_size({"width": 375, "height": 740})
+    page = open_console(tab, server)
+    page.select_option("#model-select", "mnist_cnn")
+    # A file dropped on the drop zone, as a person drags one from their file manager.
+    page.evaluate(
+        """async ([bytes, name]) => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+            document.getElementById("drop-zone").dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));
+        }""",
+        [list(path.read_bytes()), path.name],
+    )
+    page.locator("#classify-message", has_text=f"says “{label}”").wait_for()
+    assert page.locator("#predictions .pred .label").first.inner_text() == label
+    # One of the sample digits the page ships with: the held-out 6.
+    page.click("[data-sample='6']")
+    page.locator("#classify-message", has_text="says “6”").wait_for()
+    assert page.locator("#original-image").get_attribute("alt").endswith("sample digit 6")
+    wait_for_heatmaps(page, "6")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    assert tab.page_errors == []
 
 
 def test_live_statistics_count_the_calls(tab, server, heldout_digit):
