@@ -205,7 +205,7 @@ class DynamicBatcher:
             self.stats.rejected += 1
             raise ResourceExhausted(
                 f"model {self.name}: queue full: queued {self._queued_samples} samples, limit "
-                f"{self.max_queue_size}; cannot add a request of {n} samples"
+                f"{self.max_queue_size}; cannot add a request of {n} samples; retry with backoff"
             )
         request = _Request(inputs, n, loop.create_future(), deadline, now, time.monotonic_ns())
         request.future.add_done_callback(lambda _fut: self._settled(request))  # frees capacity if abandoned

@@ -252,7 +252,7 @@ async def test_full_queue_rejects_at_once_and_neighbours_complete():
         assert batcher.queued_samples == 4
         with pytest.raises(ResourceExhausted, match=r"queue full: queued 4 samples, limit 4") as info:
             await batcher.submit(req(4))
-        assert "digits" in info.value.message
+        assert "digits" in info.value.message and info.value.message.endswith("; retry with backoff")
         assert batcher.stats.rejected == 1
         model.release(3)
         results = await asyncio.gather(running, *queued)
