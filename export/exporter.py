@@ -23,7 +23,7 @@ import numpy as np
 from cnnserve.export.fp16 import make_fp16_variant
 from cnnserve.export.onnx_convert import DEFAULT_OPSET, convert
 from cnnserve.export.parity import MIN_SAMPLES, check_parity, onnx_session, predict_onnx
-from cnnserve.export.triton_config import KSERVE_DATATYPES, ModelConfig, TensorConfig, render_config
+from cnnserve.export.triton_config import ModelConfig, TensorConfig, render_config
 from cnnserve.repository import PARITY_MAX_ABS_DIFF, file_sha256
 from cnnserve.training.architectures import INPUT_NAME, OUTPUT_NAME
 from cnnserve.training.artifacts import ArtifactPaths, tree_sha256
@@ -117,13 +117,13 @@ def _metadata(
         "description": variant.description,
         "input": {
             "name": INPUT_NAME,
-            "datatype": KSERVE_DATATYPES["TYPE_UINT8"],
+            "datatype": "UINT8",
             "shape": [-1, h, w, c],
             "layout": "NHWC",
         },
         "output": {
             "name": OUTPUT_NAME,
-            "datatype": KSERVE_DATATYPES["TYPE_FP32"],
+            "datatype": "FP32",
             "shape": [-1, len(labels)],
         },
         "labels": list(labels),

@@ -1,4 +1,4 @@
-"""Triton model configuration (``config.pbtxt``) in protobuf text format, written without protobuf.
+"""Triton model configuration (``config.pbtxt``) in protobuf text format, written as text.
 
 Only the fields we use, with Triton's exact field names and enum spellings (``model_config.proto``):
 ``name``, ``platform``, ``max_batch_size``, ``input``/``output`` (``name``, ``data_type``, ``format``,
@@ -11,24 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-# NumPy dtype name -> Triton DataType enum.
-TRITON_DTYPES = {
-    "bool": "TYPE_BOOL",
-    "uint8": "TYPE_UINT8",
-    "uint16": "TYPE_UINT16",
-    "uint32": "TYPE_UINT32",
-    "uint64": "TYPE_UINT64",
-    "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16",
-    "float32": "TYPE_FP32",
-    "float64": "TYPE_FP64",
-    "object": "TYPE_STRING",
-}
-# Triton DataType enum -> KServe v2 datatype string (used in metadata.json).
-KSERVE_DATATYPES = {v: v.removeprefix("TYPE_").replace("STRING", "BYTES") for v in TRITON_DTYPES.values()}
+import numpy as np
+
+from cnnserve._proto.inference import model_config_pb2 as mc
+from cnnserve.protocol import CONFIG_TO_DATATYPE, NUMPY_TO_DATATYPE
+
+# KServe datatype -> the name of Triton's DataType enum value, from the one datatype table (cnnserve.protocol).
+_CONFIG_NAMES = {datatype: mc.DataType.Name(value) for value, datatype in CONFIG_TO_DATATYPE.items()}
 
 
 @dataclass(frozen=True)
@@ -44,10 +33,10 @@ class TensorConfig:
 
     @property
     def data_type(self) -> str:
-        try:
-            return TRITON_DTYPES[self.dtype]
-        except KeyError:
-            raise ValueError(f"No Triton data type for dtype {self.dtype!r}") from None
+        datatype = NUMPY_TO_DATATYPE.get(np.dtype(self.dtype))
+        if datatype is None:
+            raise ValueError(f"No Triton data type for dtype {self.dtype!r}")
+        return _CONFIG_NAMES[datatype]
 
 
 @dataclass(frozen=True)
