@@ -226,3 +226,15 @@ def test_the_image_health_probe_speaks_http(shared_server):
     assert main(["--quiet", url]) == 0
     assert main(["--quiet", "--live", url]) == 0
     assert main(["--quiet", "--timeout", "2", "http://127.0.0.1:1"]) == 1  # nothing listens there
+
+
+def test_answers_are_not_held_by_nagle(shared_server):
+    """Accepted connections have TCP_NODELAY: the body's write after the headers' is not held for the client's
+    delayed ACK (40 ms a request, before the listening socket named IPPROTO_TCP)."""
+    import socket
+
+    with Http(shared_server.server.http_port) as http:
+        assert http.call("GET", "/v2/health/ready")[0] == 200
+        (connection,) = [c for c in shared_server.server.http.state.connections]
+        sock = connection.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
