@@ -101,7 +101,7 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, aug: Augmentati
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    if aug.elastic_alpha:
+    if aug.elastic_alpha or aug.numpy_sampler:
         rng = np.random.default_rng(seed)  # advanced batch by batch, in order: a seed gives one sequence
 
         def _distort(images, labels):

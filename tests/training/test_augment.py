@@ -73,14 +73,19 @@ def test_gaussian_matrix_is_a_unit_sum_kernel_cut_at_the_borders():
     np.testing.assert_allclose(g, g.T)
 
 
+AFFINE = dataclasses.replace(ELASTIC, elastic_alpha=0.0, numpy_sampler=True)
+
+
 @pytest.mark.slow
-def test_train_dataset_with_elastic_distortion_is_seeded_and_uint8(digits):
+@pytest.mark.parametrize("aug", [ELASTIC, AFFINE], ids=["elastic", "affine"])
+def test_train_dataset_with_the_numpy_sampler_is_seeded_and_uint8(digits, aug):
+    """Both MNIST recipes' pipelines: reproducible for a seed, labels with their images, every image resampled."""
     from cnnserve.training.augment import train_dataset
 
     y = np.arange(len(digits)) % 10
 
     def batches(seed):
-        ds = train_dataset(digits, y, 8, ELASTIC, seed)
+        ds = train_dataset(digits, y, 8, aug, seed)
         return [(x.numpy(), t.numpy()) for x, t in ds]
 
     a, b = batches(3), batches(3)
@@ -88,6 +93,11 @@ def test_train_dataset_with_elastic_distortion_is_seeded_and_uint8(digits):
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
+    # The NumPy sampler made them (not Keras' layers): the first batch is distort() of those digits.
+    ds = train_dataset(digits, np.arange(len(digits)), 8, aug, 3)
+    first_x, first_ids = next(iter(ds))
+    expected = distort(digits[first_ids.numpy()], np.random.default_rng(3), aug)
+    np.testing.assert_array_equal(first_x.numpy(), expected)
     # The labels travel with their images; the images are distorted, not the originals.
     originals = {int(t): digits[i] for i, t in enumerate(y)}
     for xa, ya in a:
