@@ -217,6 +217,41 @@ def version_hashes(vdir: Path, data_sha256: str) -> dict:
     }
 
 
+def grad_cam_layer(keras_path: Path) -> tuple[str, str]:
+    """(layer, why not): the explainer's default Grad-CAM layer of a saved model.keras, as the explainer finds it."""
+    import keras
+
+    from cnnserve.explainer.graph import ExplainableModel, NotExplainable
+
+    try:
+        explainable = ExplainableModel(keras.saving.load_model(keras_path, compile=False))
+    except NotExplainable as exc:
+        return "", str(exc)
+    layer = explainable.default_heatmap_layer()
+    return layer, "" if layer else "the model has no spatial layer"
+
+
+def explainable_version(vdir: Path, meta: dict, x: np.ndarray | None = None, composition: dict | None = None) -> dict:
+    """The explainable-version step: every export path that writes a model.keras (``export_variant``, and
+    ``cnnserve export --keras`` in keras_model.py) runs it on the version folder and its metadata, with the parity
+    images ``x`` (``composition`` says what they are), before metadata.json is written. It records the Grad-CAM
+    layer the explainer's rules find where none is recorded (``layers.cam``) and whether the version is
+    explainable (``explainable``); steps that need the explainable model (scoring heatmaps) belong here."""
+    keras_path = vdir / "model.keras"
+    layers = meta.setdefault("layers", {})
+    if not keras_path.is_file():
+        meta["explainable"] = {"available": False, "reason": f"no model.keras beside model.onnx in {vdir.name}/"}
+        return meta
+    if layers.get("cam"):
+        meta["explainable"] = {"available": True, "reason": "", "cam_layer_from": "recorded"}
+        return meta
+    layer, why = grad_cam_layer(keras_path)
+    if layer:
+        layers["cam"] = layer
+    meta["explainable"] = {"available": bool(layer), "reason": why, "cam_layer_from": "the explainer's rules"}
+    return meta
+
+
 def export_variant(
     name: str,
     artifacts: str | Path = "artifacts",
@@ -268,6 +303,7 @@ def export_variant(
         parity = {**report.as_dict(), "composition": composition}
         meta = _metadata(variant, name, version, train_meta, parity, version_hashes(vdir, data.sha256), opset)
         meta.update(precision)
+        explainable_version(vdir, meta, x, composition)
         (vdir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
         (staged / "config.pbtxt").write_text(render_config(triton_config(variant, name, input_shape, len(labels))))

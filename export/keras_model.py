@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnserve.export.exporter import explainable_version
 from cnnserve.export.onnx_convert import DEFAULT_OPSET, convert
 from cnnserve.export.own_model import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -229,38 +230,6 @@ def load_samples(samples: str | Path | None, info: dict, minimum: int = MIN_SAMP
     return x, {"given": int(len(given)), "generated": int(n_generated), "images": images}
 
 
-def grad_cam_layer(keras_path: Path) -> tuple[str, str]:
-    """(layer, why not): the explainer's default Grad-CAM layer of the saved model.keras, as the explainer finds it."""
-    import keras
-
-    from cnnserve.explainer.graph import ExplainableModel, NotExplainable
-
-    try:
-        explainable = ExplainableModel(keras.saving.load_model(keras_path, compile=False))
-    except NotExplainable as exc:
-        return "", str(exc)
-    layer = explainable.default_heatmap_layer()
-    return layer, "" if layer else "the model has no spatial layer"
-
-
-def explainable_version(vdir: Path, meta: dict) -> dict:
-    """The step every version with a model.keras goes through (our variants too): the Grad-CAM layer found by the
-    explainer's rules where none is recorded, and whether the version is explainable, into ``meta``."""
-    keras_path = vdir / "model.keras"
-    layers = meta.setdefault("layers", {})
-    if not keras_path.is_file():
-        meta["explainable"] = {"available": False, "reason": f"no model.keras beside model.onnx in {vdir.name}/"}
-        return meta
-    if not layers.get("cam"):
-        layer, why = grad_cam_layer(keras_path)
-        if layer:
-            layers["cam"] = layer
-        meta["explainable"] = {"available": bool(layer), "reason": why, "cam_layer_from": "the explainer's rules"}
-    else:
-        meta["explainable"] = {"available": True, "reason": "", "cam_layer_from": "recorded"}
-    return meta
-
-
 def export_keras(
     path: str | Path,
     name: str,
@@ -369,7 +338,7 @@ def export_keras(
                 "created_utc": now_utc(),
             },
         }
-        explainable_version(vdir, meta)
+        explainable_version(vdir, meta, x, composition)
         (vdir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "labels.txt").write_text("".join(f"{label}\n" for label in label_list))
         config = ModelConfig(

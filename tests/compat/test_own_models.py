@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from support import ExplainerProcess, ServerProcess, png_bytes, pytorch_style_onnx, tiny_onnx
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # six exports, MobileNetV2 among them
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
