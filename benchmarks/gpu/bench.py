@@ -307,7 +307,8 @@ def serve(args) -> dict:
     log_path = args.out / "server.log"
     command = [
         sys.executable, "-m", "cnnserve.cli", "serve", "--model-repository", str(args.work / "models"),
-        "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1", "--device", args.device,
+        "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1", "--http-port", "-1",
+        "--device", args.device,
     ]  # fmt: skip
     if args.device == "cpu":
         command += ["--io-binding", "on"]
