@@ -110,7 +110,7 @@ class Connection:
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
-        length, close = 0, False
+        length, close, chunked = 0, False, False
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -118,11 +118,25 @@ class Connection:
                 length = int(value)
             elif name == b"connection" and b"close" in value.lower():
                 close = True
-        if length:
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True  # peers answer so (KServe's binary outputs); ours sends Content-Length
+        if chunked:
+            await self._read_chunks()
+        elif length:
             await self.reader.readexactly(length)
         if close:
             self.close()
         return 0 if status == 200 else HTTP_BASE + status
+
+    async def _read_chunks(self) -> None:
+        """Skip a chunked body: size lines and chunks up to the zero-size one, then the (empty) trailer."""
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+            if size == 0:
+                while await self.reader.readuntil(b"\r\n") != b"\r\n":
+                    pass
+                return
+            await self.reader.readexactly(size + 2)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -5,6 +5,7 @@ Short fixed-duration runs; nothing here asserts on wall-clock figures, only on c
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 
@@ -217,3 +218,42 @@ def test_http_cli(bench_server, tmp_path):
     assert code == 0
     result = json.loads((tmp_path / "tiny.json").read_text())
     assert result["config"]["protocol"] == "http" and result["levels"][0]["totals"]["ok"] > 0
+
+
+def test_http_connection_reads_chunked_answers_and_stays_usable():
+    """Peers (KServe's binary outputs) answer with Transfer-Encoding: chunked; the next answer must parse."""
+    from cnnserve.client.bench.http import Connection
+
+    body = b'{"outputs":[]}' + bytes(range(40))
+    answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    answer += b"%x\r\n" % 5 + body[:5] + b"\r\n" + b"%x;ext=1\r\n" % (len(body) - 5) + body[5:] + b"\r\n0\r\n\r\n"
+    seen = []
+
+    async def handle(reader, writer):
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            seen.append(head.split(b" ")[1])
+            writer.write(answer if len(seen) < 3 else b"HTTP/1.1 429 Too Many\r\ncontent-length: 2\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        connection = Connection(f"http://127.0.0.1:{port}")
+        request = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}"
+        codes = [await connection.exchange(request, 5.0) for _ in range(3)]
+        writer = connection.writer
+        connection.close()
+        server.close()
+        await server.wait_closed()
+        return codes, writer
+
+    codes, writer = asyncio.run(scenario())
+    assert codes == [0, 0, 1429]
+    assert writer is not None and len(seen) == 3  # one keep-alive connection carried all three
