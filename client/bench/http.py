@@ -1,8 +1,8 @@
 """`cnnserve bench --protocol http`: pre-serialised KServe v2 REST requests on raw keep-alive connections.
 
 No HTTP library on the load path: each request is built once as the exact bytes of an HTTP/1.1 POST (JSON
-body, or Triton's binary tensor data extension), and a connection sends it and reads the answer's status line,
-headers and Content-Length body. So the client costs the server nothing a real HTTP client would not, and
+body, or Triton's binary tensor data extension), and a connection (an asyncio protocol, no stream reader and
+no task per request) sends it and parses the answer's status line, Content-Length and body as they arrive. So the client costs the server nothing a real HTTP client would not, and
 little CPU of its own. A non-200 answer is recorded as ``HTTP_BASE + status`` (``code_name`` shows HTTP_429).
 """
 
@@ -86,62 +86,116 @@ def build_http_requests(
     return out
 
 
+def _chunked_end(buffer: bytearray, pos: int) -> int:
+    """Where a chunked body starting at ``pos`` ends (after its trailer), or -1 while it is incomplete."""
+    while True:
+        line_end = buffer.find(b"\r\n", pos)
+        if line_end < 0:
+            return -1
+        size = int(bytes(buffer[pos:line_end]).split(b";", 1)[0], 16)
+        pos = line_end + 2
+        if size == 0:
+            while True:  # trailer lines until the empty one
+                line_end = buffer.find(b"\r\n", pos)
+                if line_end < 0:
+                    return -1
+                if line_end == pos:
+                    return pos + 2
+                pos = line_end + 2
+        if len(buffer) < pos + size + 2:
+            return -1
+        pos += size + 2
+
+
+class _Answer(asyncio.Protocol):
+    """One keep-alive connection as a protocol: the answer is parsed as its bytes arrive (no stream
+    reader, no task per request): the status line, Content-Length, the body skipped."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        at = head.find(b"\r\ncontent-length:")  # at a line start: not Inference-Header-Content-Length
+        length = 0
+        if at >= 0:
+            stop = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17 : stop if stop > 0 else None])
+        if b"\r\ntransfer-encoding:" in head and b"chunked" in head:  # peers answer so (KServe's binary outputs)
+            stop = _chunked_end(self.buffer, end + 4)
+            if stop < 0:
+                return
+        else:
+            stop = end + 4 + length
+            if len(self.buffer) < stop:
+                return
+        status = int(self.buffer[9:12])
+        del self.buffer[:stop]
+        if b"connection: close" in head:
+            self.closed = True
+        waiter, self.waiter = self.waiter, None
+        if not waiter.done():
+            waiter.set_result(status)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
 class Connection:
     """One keep-alive connection; ``exchange`` sends a request and reads its whole answer."""
 
     def __init__(self, target: str) -> None:
         self.host, self.port = host_port(target)
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.protocol: _Answer | None = None
+
+    @property
+    def writer(self):  # open (reusable) or not
+        return None if self.protocol is None or self.protocol.closed else self.protocol
 
     async def exchange(self, request: bytes, timeout: float) -> int:
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(self._exchange(request), timeout)
-        except TimeoutError:
-            self.close()
-            return HTTP_BASE + 504
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+            if self.protocol is None or self.protocol.closed:
+                _, self.protocol = await loop.create_connection(_Answer, self.host, self.port)
+        except OSError:
             self.close()
             return CONNECT_ERROR
-
-    async def _exchange(self, request: bytes) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, close, chunked = 0, False, False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and b"close" in value.lower():
-                close = True
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True  # peers answer so (KServe's binary outputs); ours sends Content-Length
-        if chunked:
-            await self._read_chunks()
-        elif length:
-            await self.reader.readexactly(length)
-        if close:
+        protocol = self.protocol
+        protocol.waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, waiter.cancel)
+        protocol.transport.write(request)
+        try:
+            status = await waiter
+        except asyncio.CancelledError:
+            if not waiter.cancelled():
+                raise
+            self.close()
+            return HTTP_BASE + 504
+        finally:
+            timer.cancel()
+        if status is None:
+            self.close()
+            return CONNECT_ERROR
+        if protocol.closed:
             self.close()
         return 0 if status == 200 else HTTP_BASE + status
 
-    async def _read_chunks(self) -> None:
-        """Skip a chunked body: size lines and chunks up to the zero-size one, then the (empty) trailer."""
-        while True:
-            size = int((await self.reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-            if size == 0:
-                while await self.reader.readuntil(b"\r\n") != b"\r\n":
-                    pass
-                return
-            await self.reader.readexactly(size + 2)
-
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+        self.protocol = None
 
 
 class HttpServerStats:
