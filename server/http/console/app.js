@@ -301,10 +301,10 @@ function renderPredictions(predictions, target) {
 // layer and method. Absent for models that were not scored: then nothing is shown.
 const FAITHFULNESS = [
   ["score", "faithfulness score"],
-  ["deletion_auc", "deletion AUC (lower is better)"],
-  ["insertion_auc", "insertion AUC (higher is better)"],
+  ["deletion_auc", "deletion AUC ↓"],
+  ["insertion_auc", "insertion AUC ↑"],
   ["pointing_game", "points at ink"],
-  ["heat_ratio", "heat on ink / off"],
+  ["heat_ratio", "heat on / off ink"],
 ];
 
 function faithfulness(layers, answer, layer, method) {
@@ -314,7 +314,7 @@ function faithfulness(layers, answer, layer, method) {
   if (!entry) return [];
   const rows = FAITHFULNESS.filter(([key]) => typeof entry[key] === "number").map(([key, name]) => [name, fmt(entry[key])]);
   if (typeof entry.passes_randomisation === "boolean")
-    rows.push(["randomisation check", entry.passes_randomisation ? "passed" : "failed"]);
+    rows.push(["randomisation check", entry.passes_randomisation ? "passed" : "failed (cannot be the default)"]);
   return rows;
 }
 
@@ -411,7 +411,10 @@ async function explainClass(target) {
         card.message.className = "message";
         const scores = faithfulness(model.explain.layers, answer, answer.layer, method.id);
         card.scores.replaceChildren(...scores.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-        if (scores.length) card.scores.setAttribute("aria-label", "Faithfulness of this map");
+        if (scores.length) {
+          card.scores.setAttribute("aria-label", "Faithfulness of this layer and method, scored at export");
+          card.scores.title = "Scored at export on held-out samples: ↓ lower is better, ↑ higher is better";
+        }
       } catch (err) {
         if (run !== state.runs.heatmaps) return;
         failures++;
