@@ -314,7 +314,7 @@ function faithfulness(layers, answer, layer, method) {
   if (!entry) return [];
   const rows = FAITHFULNESS.filter(([key]) => typeof entry[key] === "number").map(([key, name]) => [name, fmt(entry[key])]);
   if (typeof entry.passes_randomisation === "boolean")
-    rows.push(["randomisation check", entry.passes_randomisation ? "passed" : "failed (cannot be the default)"]);
+    rows.push(["randomisation check", entry.passes_randomisation ? "passed" : "failed"]);
   return rows;
 }
 
@@ -413,7 +413,9 @@ async function explainClass(target) {
         card.scores.replaceChildren(...scores.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
         if (scores.length) {
           card.scores.setAttribute("aria-label", "Faithfulness of this layer and method, scored at export");
-          card.scores.title = "Scored at export on held-out samples: ↓ lower is better, ↑ higher is better";
+          card.scores.title =
+            "Scored at export on held-out samples: ↓ lower is better, ↑ higher is better; a map that fails the " +
+            "randomisation check does not depend on the weights and cannot be the default";
         }
       } catch (err) {
         if (run !== state.runs.heatmaps) return;
