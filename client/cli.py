@@ -6,6 +6,7 @@
     cnnserve explain --server ... --model mnist_cnn --what activations --layer conv1 digit.png --output-dir out
     cnnserve explain --server ... --model mnist_cnn --what filters --layer conv2 --filters 0-7 --output-dir out
     cnnserve explain --server ... --model mnist_cnn --what layers
+    cnnserve explain --server ... --model mnist_cnn --what faithfulness --samples DIR --mask-threshold 127
 
 `explain` talks to the main server (which forwards to the sidecar) or to the sidecar itself.
 """
@@ -23,7 +24,7 @@ import numpy as np
 from cnnserve._proto.cnnserve.v1 import explainer_pb2, explainer_pb2_grpc
 from cnnserve.client import CnnserveClient
 from cnnserve.client.http import HttpCallError, HttpClient, is_http
-from cnnserve.protocol import HEATMAP_METHOD_ENUMS, fields_of, from_float_tensor, open_channel
+from cnnserve.protocol import HEATMAP_METHOD_ENUMS, HEATMAP_METHODS, fields_of, from_float_tensor, open_channel
 
 # Explanations of a batch of large images come back as float maps: allow more than the server's limit.
 EXPLAIN_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -96,7 +97,8 @@ def add_explain_parser(sub) -> None:
         help="ask the explainer for heatmaps, activations, filter patterns or layers",
         description="--what heatmap (default): DIR/<image>/overlay.png and heatmap.npy per image; "
         "--what activations: DIR/<image>/grid.png and activations.npy; --what filters: DIR/filter_<i>.png; "
-        "--what layers: print the layers. Images are PNG/JPEG files, or .npy uint8 arrays sent as raw pixels.",
+        "--what layers: print the layers and the faithfulness scores; --what faithfulness: score the heatmaps "
+        "again on the images in --samples DIR. Images are PNG/JPEG files, or .npy uint8 arrays sent as raw pixels.",
     )
     e.add_argument("images", nargs="*", type=Path, help="image files (PNG, JPEG, or .npy uint8 [H, W(, C)])")
     e.add_argument(
@@ -106,11 +108,14 @@ def add_explain_parser(sub) -> None:
     )
     e.add_argument("--model", required=True, help="model name in the repository")
     e.add_argument("--version", default="", help="model version (default: the newest)")
-    e.add_argument("--what", choices=["heatmap", "activations", "filters", "layers"], default="heatmap")
+    e.add_argument("--what", choices=["heatmap", "activations", "filters", "layers", "faithfulness"], default="heatmap")
     e.add_argument(
-        "--method", choices=list(HEATMAP_METHOD_ENUMS), default="gradcam", help="heatmap method (default gradcam)"
+        "--method",
+        choices=list(HEATMAP_METHOD_ENUMS),
+        default="",
+        help="heatmap method (default: the model's, chosen by its faithfulness scores; see --what layers)",
     )
-    e.add_argument("--layer", default="", help="layer name (heatmap default: the model's Grad-CAM layer)")
+    e.add_argument("--layer", default="", help="layer name (heatmap default: the model's default heatmap layer)")
     e.add_argument("--target-class", type=int, help="class to explain (default: the predicted class)")
     e.add_argument("--alpha", type=float, help="overlay opacity in [0, 1] (default 0.4)")
     e.add_argument("--channels", default="", help="activations: channels, e.g. 0-15 or 1,5,9 (default all)")
@@ -120,6 +125,16 @@ def add_explain_parser(sub) -> None:
     e.add_argument("--size", type=int, default=0, help="filters: pattern side in pixels (default: input size)")
     e.add_argument("--regularized", action="store_true", help="filters: jitter, scale and rotate every step")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument(
+        "--samples", type=Path, help="faithfulness: a folder of images (PNG, JPEG, .npy) to score on, up to 64"
+    )
+    e.add_argument(
+        "--mask-threshold",
+        type=int,
+        help="faithfulness: also play the pointing game on pixels brighter than this (ink on dark, as digits)",
+    )
+    e.add_argument("--curve-steps", type=int, default=0, help="faithfulness: deletion/insertion steps (default 16)")
+    e.add_argument("--json", action="store_true", help="faithfulness: print the scores as one JSON object")
     e.add_argument("--output-dir", type=Path, default=Path("explanations"))
     e.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds")
     e.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's certificate (enables TLS)")
@@ -167,6 +182,9 @@ def _explain(args) -> int:
         return 2
     token = args.token_file.read_text().strip() if args.token_file else None
     if is_http(args.server):
+        if args.what == "faithfulness":
+            print("error: --what faithfulness is a gRPC call; give the server's gRPC address", file=sys.stderr)
+            return 2
         return _explain_http(args, token)
     channel, raw = open_channel(
         args.server,
@@ -179,6 +197,8 @@ def _explain(args) -> int:
     with raw:
         stub = explainer_pb2_grpc.ExplainerStub(channel)
         try:
+            if args.what == "faithfulness":
+                return _faithfulness(stub, args)
             if args.what == "heatmap":
                 return _heatmaps(stub, args)
             if args.what == "activations":
@@ -195,7 +215,7 @@ def _heatmaps(stub, args) -> int:
     request = explainer_pb2.HeatmapRequest(
         **_model(args),
         images=[_image(p) for p in args.images],
-        method=HEATMAP_METHOD_ENUMS[args.method],
+        method=HEATMAP_METHOD_ENUMS.get(args.method, 0),
         layer=args.layer,
     )
     if args.target_class is not None:
@@ -205,7 +225,7 @@ def _heatmaps(stub, args) -> int:
     response = stub.Heatmap(request, timeout=args.timeout)
     for path, result in zip(args.images, response.results, strict=True):
         predicted = {"class": result.predicted_class, "label": result.predicted_label}
-        line = {"method": args.method, "layer": response.layer, "predicted": predicted}
+        line = {"method": HEATMAP_METHODS[response.method], "layer": response.layer, "predicted": predicted}
         predicted["score"] = round(result.predicted_score, 6)
         line["target"] = {"class": result.target_class, "score": round(result.target_score, 6)}
         files = {"overlay.png": result.overlay_png, "heatmap.npy": from_float_tensor(result.heatmap)}
@@ -259,15 +279,60 @@ def _model(args) -> dict:
     return {"model_name": args.model, "model_version": args.version}
 
 
+SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
+MAX_SAMPLES = 64  # the sidecar's default max_images
+
+
+def sample_files(folder: Path, limit: int = MAX_SAMPLES) -> list[Path]:
+    """The first ``limit`` image files of ``folder`` (sorted by name)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)[:limit]
+
+
+def _faithfulness(stub, args) -> int:
+    folder = args.samples
+    if folder is None or not folder.is_dir():
+        print("error: --what faithfulness needs --samples DIR, a folder of images", file=sys.stderr)
+        return 2
+    files = sample_files(folder)
+    if not files:
+        print(f"error: no PNG, JPEG or .npy images in {folder}", file=sys.stderr)
+        return 2
+    request = explainer_pb2.FaithfulnessRequest(
+        **_model(args),
+        images=[_image(p) for p in files],
+        layers=[name for name in args.layer.split(",") if name],
+        methods=[HEATMAP_METHOD_ENUMS[args.method]] if args.method else [],
+        steps=args.curve_steps,
+    )
+    if args.mask_threshold is not None:
+        request.mask_threshold = args.mask_threshold
+    response = stub.Faithfulness(request, timeout=args.timeout)
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True)))
+        return 0
+    print(f"{response.model_name} version {response.model_version}: {response.samples} samples from {folder}, "
+          f"scored in {response.seconds:.1f}s")  # fmt: skip
+    print_scores(response.scores, (response.best_layer, response.best_method))
+    best = f"{response.best_method} at {response.best_layer}" if response.best_layer else "none passes randomisation"
+    served = f"{response.default_heatmap_method} at {response.default_heatmap_layer}"
+    print(f"best on these samples (*): {best}; served default: {served}")
+    return 0
+
+
 def _layers(stub, args) -> int:
     response = stub.ListLayers(explainer_pb2.ListLayersRequest(**_model(args)), timeout=args.timeout)
     print(
         f"{response.model_name} version {response.model_version}: input {list(response.input_shape)}, "
-        f"default heatmap layer {response.default_heatmap_layer}"
+        f"default heatmap layer {response.default_heatmap_layer}, method {response.default_heatmap_method}"
     )
     for layer in response.layers:
         mark = "*" if layer.spatial else " "
         print(f" {mark} {layer.name:<24} {layer.class_name:<20} {list(layer.output_shape)}")
+    if response.faithfulness:
+        print(f"faithfulness ({response.faithfulness_samples} samples, {response.faithfulness_source}):")
+        print_scores(response.faithfulness, (response.default_heatmap_layer, response.default_heatmap_method))
     return 0
 
 
@@ -329,3 +394,16 @@ def _explain_http(args, token: str | None) -> int:
         except HttpCallError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+
+
+def print_scores(scores, default: tuple[str, str] = ("", "")) -> None:
+    """A table of FaithfulnessScore messages; ``default`` (layer, method) is marked with *."""
+    print(f"   {'layer':<16} {'method':<18} {'deletion':>8} {'insertion':>9} {'pointing':>8} {'random r':>8}  score")
+    for s in scores:
+        mark = "*" if (s.layer, s.method) == default else " "
+        pointing = f"{s.pointing_game:.2f}" if s.HasField("pointing_game") else "-"
+        verdict = "" if s.passes_randomisation else " (fails randomisation)"
+        print(
+            f" {mark} {s.layer:<16} {s.method:<18} {s.deletion_auc:>8.3f} {s.insertion_auc:>9.3f} {pointing:>8} "
+            f"{s.randomisation_correlation:>8.2f}  {s.score:.3f}{verdict}"
+        )

@@ -95,7 +95,7 @@ def deserialize_bytes(raw: bytes) -> list[bytes]:
 
 # cnnserve.v1 heatmap methods: the enum on the wire <-> the name the handler and the CLI use.
 HEATMAP_METHODS: dict[int, str] = {
-    explainer_pb2.HEATMAP_METHOD_UNSPECIFIED: "gradcam",
+    explainer_pb2.HEATMAP_METHOD_UNSPECIFIED: "",  # the model's default (its faithfulness score's choice)
     explainer_pb2.HEATMAP_METHOD_GRADCAM: "gradcam",
     explainer_pb2.HEATMAP_METHOD_GRAD_X_ACTIVATION: "grad_x_activation",
     explainer_pb2.HEATMAP_METHOD_GRADCAM_PLUS_PLUS: "gradcam_plus_plus",

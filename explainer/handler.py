@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnnserve.explainer import cams, patterns
+from cnnserve.explainer import cams, faithfulness, patterns
 from cnnserve.explainer.graph import LayerSpec
 from cnnserve.explainer.models import ExplainableVersion, ModelTable
 from cnnserve.explainer.render import DEFAULT_ALPHA, channel_tiles, grid, grid_columns, overlay_png
@@ -59,6 +59,7 @@ class HeatmapOutput:
     method: str
     pre_softmax: bool
     items: list[HeatmapItem]
+    faithfulness: dict | None = None  # the (layer, method)'s score from metadata.json, if scored
 
 
 @dataclass
@@ -94,6 +95,26 @@ class LayersOutput:
     default_heatmap_layer: str
     input_shape: tuple[int, int, int]
     labels: tuple[str, ...] = field(default_factory=tuple)
+    default_heatmap_method: str = ""
+    faithfulness: list[dict] = field(default_factory=list)  # metadata.json's faithfulness scores
+    faithfulness_source: str = ""
+    faithfulness_samples: int = 0
+
+
+@dataclass
+class FaithfulnessOutput:
+    model_name: str
+    model_version: str
+    scores: list[dict]
+    best_layer: str
+    best_method: str
+    default_heatmap_layer: str
+    default_heatmap_method: str
+    samples: int
+    seconds: float
+
+
+MAX_CURVE_STEPS = 64
 
 
 def _monotonic(deadline: float | None) -> float | None:
@@ -225,7 +246,7 @@ class ExplainerHandler:
         version: str,
         images: list[ImageInput],
         *,
-        method: str = "gradcam",
+        method: str = "",
         layer: str = "",
         target: int | None = None,
         alpha: float | None = None,
@@ -233,9 +254,11 @@ class ExplainerHandler:
         deadline: float | None = None,
     ) -> HeatmapOutput:
         entry = await self._entry(model, version)
-        if method not in cams.METHODS:
+        if method and method not in cams.METHODS:
             raise InvalidArgument(f"unknown heatmap method {method!r}; expected one of {', '.join(cams.METHODS)}")
-        layer = layer or entry.default_layer
+        if layer:
+            self._spatial_layer(entry, layer)
+        layer, method = entry.resolve(layer, method)
         self._spatial_layer(entry, layer)
         classes = entry.model.layers[-1].output_shape[-1]
         if target is not None and not 0 <= target < classes:
@@ -266,7 +289,9 @@ class ExplainerHandler:
                         overlay_png=overlay_png(pixels[i], result.heatmaps[i], alpha),
                     )
                 )
-            return HeatmapOutput(entry.name, entry.version, layer, method, entry.model.pre_softmax, items)
+            return HeatmapOutput(
+                entry.name, entry.version, layer, method, entry.model.pre_softmax, items, entry.score(layer, method)
+            )
 
         return await self._run("Heatmap", len(pixels), work, deadline)
 
@@ -380,7 +405,71 @@ class ExplainerHandler:
 
         return await self._run("FilterPatterns", len(set(filters)), work, deadline)
 
+    async def faithfulness(
+        self,
+        model: str,
+        version: str,
+        images: list[ImageInput],
+        *,
+        layers: list[str] | None = None,
+        methods: list[str] | None = None,
+        mask_threshold: int | None = None,
+        steps: int = 0,
+        deadline: float | None = None,
+    ) -> FaithfulnessOutput:
+        """Score the heatmaps again on the caller's images (explainer/faithfulness.py): bounded by max_images
+        images, the candidate (or named) layers and the four (or named) methods."""
+        entry = await self._entry(model, version)
+        for layer in layers or ():
+            self._spatial_layer(entry, layer)
+        bad = [m for m in methods or () if m not in cams.METHODS]
+        if bad:
+            raise InvalidArgument(f"unknown heatmap methods {bad}; expected some of {', '.join(cams.METHODS)}")
+        if mask_threshold is not None and not 0 <= mask_threshold <= 254:
+            raise InvalidArgument(f"mask_threshold must be in 0..254, got {mask_threshold}")
+        if not 0 <= steps <= MAX_CURVE_STEPS:
+            raise InvalidArgument(f"steps must be in 0..{MAX_CURVE_STEPS} (0: 16), got {steps}")
+        pixels = await asyncio.to_thread(self._images, entry, images)
+        bounds = faithfulness.Bounds(
+            samples=len(pixels),
+            steps=steps or faithfulness.Bounds.steps,
+            methods=tuple(dict.fromkeys(methods or cams.METHODS)),
+            score_cam_channels=self.settings.default_score_cam_channels,
+        )
+
+        def work() -> FaithfulnessOutput:
+            masks = None if mask_threshold is None else faithfulness.ink_masks(pixels, mask_threshold)
+            report = faithfulness.score_model(
+                entry.model, pixels, masks, list(dict.fromkeys(layers or ())), bounds, recorded=[entry.default_layer]
+            )
+            best = report.default
+            return FaithfulnessOutput(
+                entry.name,
+                entry.version,
+                [s.as_dict() for s in report.scores],
+                best.layer if best else "",
+                best.method if best else "",
+                entry.default_layer,
+                entry.default_method,
+                report.samples,
+                report.seconds,
+            )
+
+        return await self._run(work, deadline)
+
     async def list_layers(self, model: str, version: str) -> LayersOutput:
         entry = await self._entry(model, version)
         m = entry.model
-        return LayersOutput(entry.name, entry.version, list(m.layers), entry.default_layer, m.input_shape, entry.labels)
+        scored = entry.faithfulness or {}
+        return LayersOutput(
+            entry.name,
+            entry.version,
+            list(m.layers),
+            entry.default_layer,
+            m.input_shape,
+            entry.labels,
+            entry.default_method,
+            list(scored.get("scores") or ()),
+            str(scored.get("source", "")),
+            int(scored.get("samples", 0)),
+        )

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnserve.explainer.cams import METHODS
 from cnnserve.explainer.graph import ExplainableModel, NotExplainable
 from cnnserve.repository import (
     ModelConfigError,
@@ -25,6 +26,7 @@ from cnnserve.service.imaging import ImageDecoding
 
 log = logging.getLogger(__name__)
 KERAS_FILE = "model.keras"
+DEFAULT_METHOD = "gradcam"  # where metadata.json has no faithfulness default
 
 
 class MissingKeras(NotExplainable):
@@ -41,6 +43,8 @@ class ExplainableVersion:
     labels: tuple[str, ...]
     preprocessing: ImageDecoding | None  # None: the model takes raw tensors only
     default_layer: str
+    default_method: str = DEFAULT_METHOD
+    faithfulness: dict | None = None  # metadata.json's "faithfulness" (explainer/faithfulness.py), if scored
 
     @property
     def key(self) -> tuple[str, str]:
@@ -49,13 +53,49 @@ class ExplainableVersion:
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else ""
 
+    def resolve(self, layer: str, method: str) -> tuple[str, str]:
+        """The (layer, method) a request gets: what it names, exactly; what it leaves empty comes from the scores
+        (the best-scoring one that passes the randomisation check, with the other as named), else the
+        model's defaults."""
+        if layer and method:
+            return layer, method
+        if not layer and not method:
+            return self.default_layer, self.default_method
+        fits = [
+            entry
+            for entry in (self.faithfulness or {}).get("scores") or ()
+            if entry.get("passes_randomisation") and (entry.get("layer") == layer or entry.get("method") == method)
+        ]
+        best = max(fits, key=lambda entry: entry.get("score", 0.0), default=None)
+        if best is not None and best.get("method") in METHODS and self.model.layer(str(best.get("layer"))):
+            return layer or best["layer"], method or best["method"]
+        return layer or self.default_layer, method or self.default_method
+
+    def score(self, layer: str, method: str) -> dict | None:
+        """The faithfulness score of (``layer``, ``method``) from metadata.json, if it was scored."""
+        for entry in (self.faithfulness or {}).get("scores") or ():
+            if entry.get("layer") == layer and entry.get("method") == method:
+                return entry
+        return None
+
+
+def _scored_default(spec: ModelSpec, model: ExplainableModel) -> tuple[str, str] | None:
+    """metadata.json's ``faithfulness.default`` (layer, method), when it names a spatial layer and a method."""
+    chosen = (spec.metadata.get("faithfulness") or {}).get("default") or {}
+    layer, method = chosen.get("layer"), chosen.get("method")
+    if method in METHODS and layer and (found := model.layer(layer)) is not None and found.spatial:
+        return layer, method
+    return None
+
 
 def _default_layer(spec: ModelSpec, model: ExplainableModel) -> str:
-    """The first of these that names a spatial layer of the model: metadata.json's ``layers.cam``, its
+    """The first of these that names a spatial layer of the model: the faithfulness score's default
+    (metadata.json's ``faithfulness.default``, see _scored_default), ``layers.cam``, its
     ``layers.last_conv`` (metadata written before ``cam`` existed), the registry's Grad-CAM layer for its
     variant; else the last convolution."""
     recorded = spec.metadata.get("layers") or {}
-    candidates = [recorded.get("cam"), recorded.get("last_conv")]
+    scored = _scored_default(spec, model)
+    candidates = [scored[0] if scored else None, recorded.get("cam"), recorded.get("last_conv")]
     if spec.metadata.get("variant"):
         try:
             from cnnserve.training.registry import get_variant
@@ -86,7 +126,18 @@ def load_version(spec: ModelSpec) -> ExplainableVersion:
     except FailedPrecondition:
         pre = None
     labels = spec.labels or tuple(spec.metadata.get("labels") or ())
-    return ExplainableVersion(spec.name, spec.version, model, tuple(labels), pre, _default_layer(spec, model))
+    scored = _scored_default(spec, model)
+    faithfulness = spec.metadata.get("faithfulness")
+    return ExplainableVersion(
+        spec.name,
+        spec.version,
+        model,
+        tuple(labels),
+        pre,
+        _default_layer(spec, model),
+        scored[1] if scored else DEFAULT_METHOD,
+        faithfulness if isinstance(faithfulness, dict) else None,
+    )
 
 
 class ModelTable:

@@ -46,6 +46,8 @@ class ExplainerServicer(Servicer, pb_grpc.ExplainerServicer):
             **fields_of(request, "layer", "max_channels"),
         )
         response = pb.HeatmapResponse(method=HEATMAP_METHOD_ENUMS[out.method], **_named(out, "layer", "pre_softmax"))
+        if out.faithfulness:
+            response.faithfulness.CopyFrom(score_message(out.faithfulness))
         for image, item in zip(request.images, out.items, strict=True):
             response.results.add(id=image.id, heatmap=to_float_tensor(item.heatmap), **fields_of(item, *HEATMAP_ITEM))
         return response
@@ -82,16 +84,45 @@ class ExplainerServicer(Servicer, pb_grpc.ExplainerServicer):
         return response
 
     @rpc
+    async def Faithfulness(self, request: pb.FaithfulnessRequest, context) -> pb.FaithfulnessResponse:
+        out = await self.handler.faithfulness(
+            *_model(request),
+            _images(request.images),
+            layers=list(request.layers),
+            methods=[method_name(m) or "gradcam" for m in request.methods],
+            mask_threshold=request.mask_threshold if request.HasField("mask_threshold") else None,
+            steps=request.steps,
+            deadline=deadline_of(context),
+        )
+        return pb.FaithfulnessResponse(
+            scores=[score_message(entry) for entry in out.scores],
+            **_named(out, "best_layer", "best_method", "default_heatmap_layer", "default_heatmap_method"),
+            **fields_of(out, "samples", "seconds"),
+        )
+
+    @rpc
     async def ListLayers(self, request: pb.ListLayersRequest, context) -> pb.ListLayersResponse:
         out = await self.handler.list_layers(*_model(request))
         response = pb.ListLayersResponse(
-            input_shape=list(out.input_shape), labels=list(out.labels), **_named(out, "default_heatmap_layer")
+            input_shape=list(out.input_shape),
+            labels=list(out.labels),
+            faithfulness=[score_message(entry) for entry in out.faithfulness],
+            **_named(out, "default_heatmap_layer", "default_heatmap_method", "faithfulness_source"),
+            **fields_of(out, "faithfulness_samples"),
         )
         for layer in out.layers:
             response.layers.add(
                 output_shape=list(layer.output_shape), **fields_of(layer, "name", "class_name", "spatial")
             )
         return response
+
+
+SCORE_FIELDS = frozenset(pb.FaithfulnessScore.DESCRIPTOR.fields_by_name)
+
+
+def score_message(entry: dict) -> pb.FaithfulnessScore:
+    """A faithfulness score (a dict of metadata.json or of the scoring) as its message; unknown keys are left out."""
+    return pb.FaithfulnessScore(**{k: v for k, v in entry.items() if k in SCORE_FIELDS and v is not None})
 
 
 # The HeatmapResult fields that the handler's HeatmapItem carries under the same names.

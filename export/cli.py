@@ -43,6 +43,13 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         help="install the float16 variant (float32 probabilities out), checked against the fp32 ONNX model",
     )
     add_own_model_arguments(parser)
+    parser.add_argument(
+        "--faithfulness-samples",
+        type=int,
+        default=None,
+        help="parity samples to score the heatmaps on (default 64, 8 for smoke runs; --keras: of the --samples "
+        "images, never generated ones; 0: no scores)",
+    )
     parser.set_defaults(func=run_export)
     return parser
 
@@ -98,7 +105,10 @@ def run_own_model(args: argparse.Namespace) -> int:
 
             if args.layout:
                 raise ExportInputError("--layout applies to --onnx (a Keras model's input is NHWC)")
-            out = export_keras(args.keras, samples=args.samples, opset=args.opset, **common)
+            faithfulness = (
+                {} if args.faithfulness_samples is None else {"faithfulness_samples": args.faithfulness_samples}
+            )
+            out = export_keras(args.keras, samples=args.samples, opset=args.opset, **common, **faithfulness)
     except (ExportInputError, TrialRunError, ParityError) as exc:
         print(f"export failed, nothing installed: {exc}", file=sys.stderr)
         return 2

@@ -217,6 +217,44 @@ def version_hashes(vdir: Path, data_sha256: str) -> dict:
     }
 
 
+FAITHFULNESS_SAMPLES = 64
+SMOKE_FAITHFULNESS_SAMPLES = 8
+
+
+def _score_parity_images(vdir: Path, meta: dict, x: np.ndarray, composition: dict, samples: int | None) -> None:
+    """Score on the real images among the parity images: a variant's come first (held-out, then training
+    digits), a --keras model's given ones first (then generated noise, which says nothing about a map)."""
+    if samples is None:
+        samples = SMOKE_FAITHFULNESS_SAMPLES if meta.get("smoke") else FAITHFULNESS_SAMPLES
+    real = len(x) - int(composition.get("generated", 0))
+    count = max(0, min(samples, real))
+    if "given" in composition:
+        source = f"export --keras: the first {count} --samples images"
+    else:
+        held = min(count, int(composition.get("heldout", 0)))
+        source = f"export: the first {count} parity samples ({held} held-out)"
+    score_heatmaps(vdir, meta, x, count, source)
+
+
+def score_heatmaps(vdir: Path, meta: dict, x: np.ndarray, samples: int, source: str) -> dict:
+    """Score ``vdir``'s heatmaps (its model.keras) on the first ``samples`` images of ``x`` (``source`` says what
+    they are) and put the result into ``meta["faithfulness"]`` (docs/explainer.md, "Faithful heatmaps")."""
+    if samples <= 0:
+        return meta
+    from cnnserve.explainer import faithfulness
+
+    used = x[:samples]
+    meta["faithfulness"] = faithfulness.score_version(
+        vdir, meta, used, bounds=faithfulness.Bounds(samples=samples), source=source
+    )
+    best = meta["faithfulness"]["default"]
+    log.info(
+        "Faithfulness on %d samples in %.1f s: default %s", len(used), meta["faithfulness"]["seconds"],
+        f"{best['method']} at {best['layer']} (score {best['score']})" if best else "none passes the randomisation check",
+    )  # fmt: skip
+    return meta
+
+
 def grad_cam_layer(keras_path: Path) -> tuple[str, str]:
     """(layer, why not): the explainer's default Grad-CAM layer of a saved model.keras, as the explainer finds it."""
     import keras
@@ -231,12 +269,20 @@ def grad_cam_layer(keras_path: Path) -> tuple[str, str]:
     return layer, "" if layer else "the model has no spatial layer"
 
 
-def explainable_version(vdir: Path, meta: dict, x: np.ndarray | None = None, composition: dict | None = None) -> dict:
+def explainable_version(
+    vdir: Path,
+    meta: dict,
+    x: np.ndarray | None = None,
+    composition: dict | None = None,
+    faithfulness_samples: int | None = None,
+) -> dict:
     """The explainable-version step: every export path that writes a model.keras (``export_variant``, and
     ``cnnserve export --keras`` in keras_model.py) runs it on the version folder and its metadata, with the parity
     images ``x`` (``composition`` says what they are), before metadata.json is written. It records the Grad-CAM
     layer the explainer's rules find where none is recorded (``layers.cam``) and whether the version is
-    explainable (``explainable``); steps that need the explainable model (scoring heatmaps) belong here."""
+    explainable (``explainable``), then scores the heatmaps for faithfulness (:func:`score_heatmaps`) on the first
+    ``faithfulness_samples`` real images of ``x`` (held-out digits or the user's --samples, never generated ones;
+    default ``FAITHFULNESS_SAMPLES``, ``SMOKE_FAITHFULNESS_SAMPLES`` for smoke runs; 0: not scored)."""
     keras_path = vdir / "model.keras"
     layers = meta.setdefault("layers", {})
     if not keras_path.is_file():
@@ -244,11 +290,13 @@ def explainable_version(vdir: Path, meta: dict, x: np.ndarray | None = None, com
         return meta
     if layers.get("cam"):
         meta["explainable"] = {"available": True, "reason": "", "cam_layer_from": "recorded"}
-        return meta
-    layer, why = grad_cam_layer(keras_path)
-    if layer:
-        layers["cam"] = layer
-    meta["explainable"] = {"available": bool(layer), "reason": why, "cam_layer_from": "the explainer's rules"}
+    else:
+        layer, why = grad_cam_layer(keras_path)
+        if layer:
+            layers["cam"] = layer
+        meta["explainable"] = {"available": bool(layer), "reason": why, "cam_layer_from": "the explainer's rules"}
+    if meta["explainable"]["available"] and x is not None:
+        _score_parity_images(vdir, meta, x, composition or {}, faithfulness_samples)
     return meta
 
 
@@ -262,6 +310,7 @@ def export_variant(
     parity_samples: int | None = None,
     tolerance: float = PARITY_MAX_ABS_DIFF,
     fp16: bool = False,
+    faithfulness_samples: int | None = None,
 ) -> Path:
     """Convert ``<artifacts>/<name>/savedmodel`` to ONNX, prove parity, and install it; returns the
     version folder ``<repository>/<name>/<version>/``.
@@ -273,6 +322,10 @@ def export_variant(
     ``SUBPROCESS_PARAMS`` parameters are converted in a child process with protobuf's pure-Python backend
     (see ``onnx_convert.convert``). ``fp16``: install the float16 variant instead, once it matches the fp32
     ONNX model on the same samples (``cnnserve.export.fp16``); metadata.json records the precision.
+
+    The heatmaps are scored for faithfulness on the first ``faithfulness_samples`` parity samples (held-out
+    first; default ``FAITHFULNESS_SAMPLES``, ``SMOKE_FAITHFULNESS_SAMPLES`` for smoke runs, 0: not scored) and
+    the scores, with the default layer and method they choose, go into metadata.json (:func:`score_heatmaps`).
     """
     variant = get_variant(name)
     if version < 1:
@@ -303,7 +356,7 @@ def export_variant(
         parity = {**report.as_dict(), "composition": composition}
         meta = _metadata(variant, name, version, train_meta, parity, version_hashes(vdir, data.sha256), opset)
         meta.update(precision)
-        explainable_version(vdir, meta, x, composition)
+        explainable_version(vdir, meta, x, composition, faithfulness_samples)
         (vdir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
         (staged / "config.pbtxt").write_text(render_config(triton_config(variant, name, input_shape, len(labels))))

@@ -245,9 +245,11 @@ def export_keras(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     opset: int = DEFAULT_OPSET,
     tolerance: float = PARITY_MAX_ABS_DIFF,
+    faithfulness_samples: int | None = None,
 ) -> Path:
     """Wrap, convert, prove parity and install the Keras model at ``path`` as ``<repository>/<name>/<version>/``;
-    returns that folder. Nothing is installed when a check fails (ExportInputError, ParityError)."""
+    returns that folder. Nothing is installed when a check fails (ExportInputError, ParityError). The heatmaps
+    are scored on the first ``faithfulness_samples`` (default 64; 0: none) of the ``samples`` images given."""
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -338,7 +340,7 @@ def export_keras(
                 "created_utc": now_utc(),
             },
         }
-        explainable_version(vdir, meta, x, composition)
+        explainable_version(vdir, meta, x, composition, faithfulness_samples)
         (vdir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "labels.txt").write_text("".join(f"{label}\n" for label in label_list))
         config = ModelConfig(

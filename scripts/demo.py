@@ -5,8 +5,9 @@
 3. start the explainer sidecar and `cnnserve serve` on that repository;
 4. classify held-out digits over gRPC: PNG images through the image API, and the whole held-out set as
    tensors through the KServe v2 API; then the `cnnserve classify` command on a few PNG files;
-5. start the explainer sidecar beside the server and write a Grad-CAM overlay for one digit
-   (`cnnserve explain`, through the main server's port);
+5. start the explainer sidecar beside the server and write a heatmap overlay for one digit with the model's
+   default layer and method, chosen at export by the faithfulness scores (`cnnserve explain`, through the main
+   server's port);
 6. stop both with SIGTERM. The repository stays in `models/`; the pictures in `out/`.
 
 Options make a quick run possible (the tests use them): --epochs 1 --limit 256 --workdir /tmp/x.
@@ -60,6 +61,13 @@ def main() -> int:
             f"{name}: trained in {timings[name]:.0f}s; parity on {meta['parity']['samples']} held-out digits: "
             f"top-1 agreement {meta['parity']['top1_agreement']:.4f}, max |dp| {meta['parity']['max_abs_diff']:.2e}"
         )
+        scored = meta.get("faithfulness") or {}
+        if scored.get("default"):
+            best = scored["default"]
+            print(
+                f"{name}: heatmap default {best['method']} at {best['layer']} (faithfulness score {best['score']:.3f} "
+                f"on {scored['samples']} held-out digits, scored in {scored['seconds']:.0f}s)"
+            )
 
     data = load_mnist(data_path)
     held = split_dataset(data).heldout
@@ -140,11 +148,11 @@ def _classify(address: str, x: np.ndarray, y: np.ndarray, out: Path, show: int) 
 
 
 def _explain(address: str, out: Path) -> None:
-    _banner("cnnserve explain: a Grad-CAM heatmap of one held-out digit, through the main server")
+    _banner("cnnserve explain: a heatmap of one held-out digit (the model's default), through the main server")
     digit = sorted(out.glob("digit_0_label_*.png"))[0]  # written by _classify
     subprocess.run(
         [sys.executable, "-m", "cnnserve.cli", "explain", "--server", address, "--model", "mnist_cnn",
-         "--method", "gradcam", str(digit), "--output-dir", str(out / "explain")],
+         str(digit), "--output-dir", str(out / "explain")],
         check=True,
     )  # fmt: skip
     for path in sorted((out / "explain").rglob("*")):

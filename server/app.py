@@ -42,7 +42,16 @@ DRAIN_NOTICE_SECONDS = 0.5
 # The automatic admission limit never goes below this, so explanations and Classify have room beside small queues.
 MIN_ADMISSION_LIMIT = 1024
 ADMITTED_METHODS = frozenset(
-    {"ModelInfer", "ModelStreamInfer", "Classify", "Heatmap", "Activations", "FilterPatterns", "ListLayers"}
+    {
+        "ModelInfer",
+        "ModelStreamInfer",
+        "Classify",
+        "Heatmap",
+        "Activations",
+        "FilterPatterns",
+        "ListLayers",
+        "Faithfulness",
+    }
 )
 
 SERVICE_NAMES = (

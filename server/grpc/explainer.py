@@ -35,3 +35,4 @@ class ExplainerServicer(Servicer, pb_grpc.ExplainerServicer):
     Activations = _forwarded("Activations")
     FilterPatterns = _forwarded("FilterPatterns")
     ListLayers = _forwarded("ListLayers")
+    Faithfulness = _forwarded("Faithfulness")

@@ -9,6 +9,7 @@ tests/test_explainer_maps.py's job.
 from __future__ import annotations
 
 import io
+import json
 
 import grpc
 import numpy as np
@@ -21,6 +22,7 @@ from cnnserve._proto.cnnserve.v1 import explainer_pb2 as pb
 from cnnserve._proto.cnnserve.v1 import explainer_pb2_grpc as pb_grpc
 from cnnserve.client import CnnserveClient
 from cnnserve.client.cli import image_message
+from cnnserve.protocol import HEATMAP_METHODS
 from cnnserve.protocol import from_float_tensor as from_tensor
 from support import (
     DIGITS,
@@ -49,7 +51,36 @@ def repo(tmp_path_factory):
     conv1.set_weights([kernel, bias])
     add_keras_model(folder, model)
     write_model(root, "onnx_only")  # no model.keras: classified, not explainable
+    scored = write_model(root, "scored")
+    add_keras_model(scored, tiny_digit_model(seed=1))
+    meta_path = scored / "1" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["faithfulness"] = SCORED
+    meta_path.write_text(json.dumps(meta))
     return root
+
+
+def _score(layer: str, method: str, score: float, passes: bool) -> dict:
+    correlation = 0.1 if passes else 0.9
+    return {"layer": layer, "method": method, "deletion_auc": 0.2, "insertion_auc": 0.7, "score": score,
+            "randomisation_correlation": correlation, "passes_randomisation": passes, "pointing_game": 0.75,
+            "heat_ratio": 2.0, "seconds": 0.5}  # fmt: skip
+
+
+# metadata.json's faithfulness entry of model "scored" (as explainer/faithfulness.py writes it at export).
+SCORED = {
+    "schema_version": 1,
+    "samples": 64,
+    "source": "export: the first 64 parity samples (64 held-out)",
+    "scores": [
+        _score("conv2", "gradcam", 0.9, True),
+        _score("conv2", "score_cam", 1.2, False),
+        _score("conv1", "grad_x_activation", 1.1, True),
+        _score("conv1", "gradcam_plus_plus", 1.5, False),
+        _score("conv1", "score_cam", 0.4, True),
+    ],
+    "default": {"layer": "conv1", "method": "grad_x_activation", "score": 1.1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +180,115 @@ def test_activations_filters_and_layers(main_server, digits_x):
         conv1 = layers.layers[1]
         assert conv1.class_name == "Conv2D" and list(conv1.output_shape) == [-1, 26, 26, 8] and conv1.spatial
         assert not layers.layers[-1].spatial and len(layers.labels) == 10
+
+
+def test_faithfulness_scores_choose_the_defaults(main_server, digits_x):
+    with CnnserveClient(main_server.address) as client:
+        stub = pb_grpc.ExplainerStub(client.channel)
+        layers = stub.ListLayers(pb.ListLayersRequest(model_name="scored"), timeout=TIMEOUT)
+        assert (layers.default_heatmap_layer, layers.default_heatmap_method) == ("conv1", "grad_x_activation")
+        assert (layers.faithfulness_samples, layers.faithfulness_source) == (64, SCORED["source"])
+        assert [(s.layer, s.method, s.passes_randomisation) for s in layers.faithfulness] == [
+            (s["layer"], s["method"], s["passes_randomisation"]) for s in SCORED["scores"]
+        ]
+        first = layers.faithfulness[0]
+        assert first.score == pytest.approx(0.9) and first.pointing_game == pytest.approx(0.75)
+        assert first.HasField("pointing_game") and first.randomisation_correlation == pytest.approx(0.1)
+        # A model without scores: Grad-CAM at its Grad-CAM layer, and no scores.
+        plain = stub.ListLayers(pb.ListLayersRequest(model_name="digits"), timeout=TIMEOUT)
+        assert (plain.default_heatmap_layer, plain.default_heatmap_method) == ("conv2", "gradcam")
+        assert not plain.faithfulness and plain.faithfulness_samples == 0
+
+        def heatmap(**named):
+            request = pb.HeatmapRequest(model_name="scored", images=[image_message(digits_x[0])], **named)
+            answer = stub.Heatmap(request, timeout=TIMEOUT)
+            return answer.layer, HEATMAP_METHODS[answer.method], answer
+
+        layer, method, answer = heatmap()  # neither named: the scores' default
+        assert (layer, method) == ("conv1", "grad_x_activation")
+        assert answer.HasField("faithfulness") and answer.faithfulness.score == pytest.approx(1.1)
+        # Only the layer named: the best method there that passes the randomisation check.
+        assert heatmap(layer="conv2")[:2] == ("conv2", "gradcam")
+        # Only the method named: the best layer for it that passes.
+        assert heatmap(method=pb.HEATMAP_METHOD_SCORE_CAM)[:2] == ("conv1", "score_cam")
+        # Both named: exactly those, even a pair that fails the check (its score says so).
+        layer, method, answer = heatmap(layer="conv1", method=pb.HEATMAP_METHOD_GRADCAM_PLUS_PLUS)
+        assert (layer, method) == ("conv1", "gradcam_plus_plus") and not answer.faithfulness.passes_randomisation
+        # A pair that was not scored: no score in the answer.
+        layer, method, answer = heatmap(layer="conv2", method=pb.HEATMAP_METHOD_GRAD_X_ACTIVATION)
+        assert (layer, method) == ("conv2", "grad_x_activation") and not answer.HasField("faithfulness")
+        plain_map = stub.Heatmap(
+            pb.HeatmapRequest(model_name="digits", images=[image_message(digits_x[0])]), timeout=TIMEOUT
+        )
+        assert (plain_map.layer, plain_map.method) == ("conv2", pb.HEATMAP_METHOD_GRADCAM)
+
+
+def test_faithfulness_again_on_the_callers_samples(main_server, tmp_path, capsys):
+    from cnnserve.cli import main as cli
+
+    x = np.load(DIGITS)["x"][:8]
+    request = pb.FaithfulnessRequest(
+        model_name="scored",
+        images=[image_message(png_bytes(d)) for d in x],
+        layers=["conv2"],
+        methods=[pb.HEATMAP_METHOD_GRADCAM, pb.HEATMAP_METHOD_GRAD_X_ACTIVATION],
+        mask_threshold=127,
+        steps=4,
+    )
+    with CnnserveClient(main_server.address) as client:
+        stub = pb_grpc.ExplainerStub(client.channel)
+        answer = stub.Faithfulness(request, timeout=TIMEOUT)
+        assert answer.samples == 8 and answer.seconds > 0
+        assert [(s.layer, s.method) for s in answer.scores] == [("conv2", "gradcam"), ("conv2", "grad_x_activation")]
+        for s in answer.scores:
+            assert 0 <= s.deletion_auc <= 1 and 0 <= s.insertion_auc <= 1 and s.HasField("pointing_game")
+            assert s.passes_randomisation == (s.randomisation_correlation < 0.5)
+        passing = [s for s in answer.scores if s.passes_randomisation]
+        best = max(passing, key=lambda s: s.score) if passing else None
+        assert (answer.best_layer, answer.best_method) == ((best.layer, best.method) if best else ("", ""))
+        assert (answer.default_heatmap_layer, answer.default_heatmap_method) == ("conv1", "grad_x_activation")
+        # Without a mask threshold: no pointing game; without layers: the candidates (conv2 11x11, conv1 26x26).
+        request.ClearField("mask_threshold")
+        del request.layers[:]
+        del request.methods[:]
+        request.methods.append(pb.HEATMAP_METHOD_GRADCAM)
+        answer = stub.Faithfulness(request, timeout=TIMEOUT)
+        assert [(s.layer, s.method) for s in answer.scores] == [("conv2", "gradcam"), ("conv1", "gradcam")]
+        assert not any(s.HasField("pointing_game") for s in answer.scores)
+        for bad, words in (
+            (pb.FaithfulnessRequest(model_name="scored", images=request.images, layers=["flatten"]), ["spatial"]),
+            (pb.FaithfulnessRequest(model_name="scored", images=request.images, mask_threshold=300), ["0..254"]),
+            (pb.FaithfulnessRequest(model_name="scored", images=request.images, steps=65), ["0..64"]),
+            (pb.FaithfulnessRequest(model_name="scored"), ["no images"]),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Faithfulness(bad, timeout=TIMEOUT)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert all(w in info.value.details() for w in words), info.value.details()
+
+    # The command: a folder of the user's own images.
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for i, digit in enumerate(x[:4]):
+        (samples / f"digit_{i}.png").write_bytes(png_bytes(digit))
+    np.save(samples / "raw.npy", x[4])
+    (samples / "notes.txt").write_text("not an image")
+    base = ["explain", "--server", main_server.address, "--model", "scored", "--what", "faithfulness"]
+    capsys.readouterr()
+    assert cli([*base, "--samples", str(samples), "--layer", "conv2", "--method", "gradcam", "--curve-steps", "4",
+                "--mask-threshold", "127"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert (
+        "5 samples" in out
+        and "conv2" in out
+        and "gradcam" in out
+        and "served default: grad_x_activation at conv1" in out
+    )
+    assert cli([*base, "--samples", str(samples), "--layer", "conv2", "--method", "gradcam", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["samples"] == 5 and [s["layer"] for s in scored["scores"]] == ["conv2"]
+    assert cli([*base, "--samples", str(tmp_path / "nowhere")]) == 2
+    assert "--samples DIR" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

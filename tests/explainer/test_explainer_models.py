@@ -54,3 +54,21 @@ def test_default_heatmap_layer_falls_back_in_order(loaded, monkeypatch):
     assert _default(spec, entry, {"variant": "resnet50"}) == "conv2"  # conv5_block3_out is not in this model
     assert _default(spec, entry, {"variant": "no_such_variant"}) == "conv2"
     assert _default(spec, entry, {}) == "conv2"
+
+
+def test_faithfulness_default_comes_first_when_it_names_a_spatial_layer_and_a_method(loaded):
+    spec, entry = loaded
+    layers = {"cam": "pool1", "last_conv": "conv2"}
+    scored = {"layers": layers, "faithfulness": {"default": {"layer": "conv1", "method": "score_cam", "score": 1.0}}}
+    assert _default(spec, entry, scored) == "conv1"
+    version = load_version(dataclasses.replace(spec, metadata=scored))
+    assert (version.default_layer, version.default_method) == ("conv1", "score_cam")
+    assert version.resolve("", "") == ("conv1", "score_cam") and version.resolve("conv2", "gradcam") == (
+        "conv2",
+        "gradcam",
+    )
+    # A default naming a flat layer or an unknown method is ignored: the recorded layers, Grad-CAM.
+    for bad in ({"layer": "flatten", "method": "gradcam"}, {"layer": "conv1", "method": "magic"}, None):
+        metadata = {"layers": layers, "faithfulness": {"default": bad}}
+        version = load_version(dataclasses.replace(spec, metadata=metadata))
+        assert (version.default_layer, version.default_method) == ("pool1", "gradcam"), bad

@@ -183,6 +183,19 @@ def test_export_metadata_has_the_documented_keys_and_real_parity(exported):
     assert meta["export"]["opset"] == 18 and meta["export"]["tf2onnx"] == "1.17.0"
     assert meta["hashes"]["onnx_sha256"] == file_sha256(vdir / "model.onnx")
     assert meta["hashes"]["data_sha256"] == file_sha256(DEFAULT_DATA)
+    # The heatmaps scored for faithfulness on the first 64 parity samples (held-out digits: ink masks).
+    scored = meta["faithfulness"]
+    assert scored["samples"] == 64 and "64 held-out" in scored["source"] and scored["mask"].startswith("ink")
+    assert {(s["layer"], s["method"]) for s in scored["scores"]} == {
+        (layer, method) for layer in ("conv2", "conv1") for method in ("gradcam", "grad_x_activation",
+                                                                       "gradcam_plus_plus", "score_cam")
+    }  # fmt: skip
+    for s in scored["scores"]:
+        assert 0 <= s["deletion_auc"] <= 1 and 0 <= s["insertion_auc"] <= 1 and 0 <= s["pointing_game"] <= 1
+        assert s["passes_randomisation"] == (s["randomisation_correlation"] < 0.5)
+    if scored["default"] is not None:
+        best = max((s for s in scored["scores"] if s["passes_randomisation"]), key=lambda s: s["score"])
+        assert scored["default"] == {k: best[k] for k in ("layer", "method", "score")}
 
 
 @pytest.mark.slow

@@ -164,3 +164,38 @@ def test_bad_keras_input_is_refused_and_installs_nothing(tmp_path):
             export_keras(tmp_path / path, "mine", repository=tmp_path / "models", **options)
         assert fragment in str(err.value), (path, options)
         assert nothing_installed(tmp_path)
+
+
+@pytest.mark.slow
+def test_keras_export_scores_the_heatmaps_on_the_given_samples_only(tmp_path):
+    """`--keras` goes through the same explainable-version step as the variants: scores on the user's --samples
+    (never the generated top-up images), the defaults they choose, the explainer serving them."""
+    from cnnserve.explainer.models import ModelTable
+    from cnnserve.export.keras_model import export_keras
+    from support import DIGITS, tiny_digit_model
+
+    plain = tiny_digit_model(seed=3)  # uint8 input, softmax: the served kind
+    plain.save(tmp_path / "digits.keras")
+    np.save(tmp_path / "digits.npy", np.load(DIGITS)["x"][:12])
+    vdir = export_keras(
+        tmp_path / "digits.keras", "mine", repository=tmp_path / "models", samples=tmp_path / "digits.npy",
+        faithfulness_samples=10,
+    )  # fmt: skip
+    meta = json.loads((vdir / "metadata.json").read_text())
+    scored = meta["faithfulness"]
+    assert scored["samples"] == 10 and "--samples" in scored["source"] and scored["mask"] == ""
+    assert {s["layer"] for s in scored["scores"]} == {"conv2", "conv1"} and len(scored["scores"]) == 8
+    assert not any("pointing_game" in s for s in scored["scores"])  # no mask for a model we know nothing of
+    table = ModelTable(tmp_path / "models")
+    table.load_all()
+    served = table.get("mine")
+    if scored["default"]:
+        assert (served.default_layer, served.default_method) == (
+            scored["default"]["layer"],
+            scored["default"]["method"],
+        )
+    else:
+        assert (served.default_layer, served.default_method) == (meta["layers"]["cam"], "gradcam")
+    # No --samples: only generated images, nothing to score on.
+    again = export_keras(tmp_path / "digits.keras", "other", repository=tmp_path / "models")
+    assert "faithfulness" not in json.loads((again / "metadata.json").read_text())

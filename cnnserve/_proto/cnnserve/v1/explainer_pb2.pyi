@@ -91,20 +91,46 @@ class HeatmapResult(_message.Message):
     def __init__(self, id: _Optional[str] = ..., heatmap: _Optional[_Union[FloatTensor, _Mapping]] = ..., predicted_class: _Optional[int] = ..., predicted_label: _Optional[str] = ..., predicted_score: _Optional[float] = ..., target_class: _Optional[int] = ..., target_score: _Optional[float] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
 
 class HeatmapResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "layer", "method", "pre_softmax", "results")
+    __slots__ = ("model_name", "model_version", "layer", "method", "pre_softmax", "results", "faithfulness")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PRE_SOFTMAX_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     layer: str
     method: HeatmapMethod
     pre_softmax: bool
     results: _containers.RepeatedCompositeFieldContainer[HeatmapResult]
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., layer: _Optional[str] = ..., method: _Optional[_Union[HeatmapMethod, str]] = ..., pre_softmax: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[HeatmapResult, _Mapping]]] = ...) -> None: ...
+    faithfulness: FaithfulnessScore
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., layer: _Optional[str] = ..., method: _Optional[_Union[HeatmapMethod, str]] = ..., pre_softmax: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[HeatmapResult, _Mapping]]] = ..., faithfulness: _Optional[_Union[FaithfulnessScore, _Mapping]] = ...) -> None: ...
+
+class FaithfulnessScore(_message.Message):
+    __slots__ = ("layer", "method", "deletion_auc", "insertion_auc", "randomisation_correlation", "passes_randomisation", "score", "pointing_game", "heat_ratio", "seconds")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DELETION_AUC_FIELD_NUMBER: _ClassVar[int]
+    INSERTION_AUC_FIELD_NUMBER: _ClassVar[int]
+    RANDOMISATION_CORRELATION_FIELD_NUMBER: _ClassVar[int]
+    PASSES_RANDOMISATION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    POINTING_GAME_FIELD_NUMBER: _ClassVar[int]
+    HEAT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    method: str
+    deletion_auc: float
+    insertion_auc: float
+    randomisation_correlation: float
+    passes_randomisation: bool
+    score: float
+    pointing_game: float
+    heat_ratio: float
+    seconds: float
+    def __init__(self, layer: _Optional[str] = ..., method: _Optional[str] = ..., deletion_auc: _Optional[float] = ..., insertion_auc: _Optional[float] = ..., randomisation_correlation: _Optional[float] = ..., passes_randomisation: _Optional[bool] = ..., score: _Optional[float] = ..., pointing_game: _Optional[float] = ..., heat_ratio: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ActivationsRequest(_message.Message):
     __slots__ = ("model_name", "model_version", "images", "layer", "channels", "omit_tensors")
@@ -217,17 +243,65 @@ class LayerInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., class_name: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., spatial: _Optional[bool] = ...) -> None: ...
 
 class ListLayersResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "layers", "default_heatmap_layer", "input_shape", "labels")
+    __slots__ = ("model_name", "model_version", "layers", "default_heatmap_layer", "input_shape", "labels", "default_heatmap_method", "faithfulness", "faithfulness_source", "faithfulness_samples")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_HEATMAP_LAYER_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_HEATMAP_METHOD_FIELD_NUMBER: _ClassVar[int]
+    FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
+    FAITHFULNESS_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FAITHFULNESS_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
     default_heatmap_layer: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_heatmap_layer: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    default_heatmap_method: str
+    faithfulness: _containers.RepeatedCompositeFieldContainer[FaithfulnessScore]
+    faithfulness_source: str
+    faithfulness_samples: int
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., default_heatmap_layer: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., labels: _Optional[_Iterable[str]] = ..., default_heatmap_method: _Optional[str] = ..., faithfulness: _Optional[_Iterable[_Union[FaithfulnessScore, _Mapping]]] = ..., faithfulness_source: _Optional[str] = ..., faithfulness_samples: _Optional[int] = ...) -> None: ...
+
+class FaithfulnessRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "images", "layers", "methods", "mask_threshold", "steps")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    MASK_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    images: _containers.RepeatedCompositeFieldContainer[ExplainImage]
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    methods: _containers.RepeatedScalarFieldContainer[HeatmapMethod]
+    mask_threshold: int
+    steps: int
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ExplainImage, _Mapping]]] = ..., layers: _Optional[_Iterable[str]] = ..., methods: _Optional[_Iterable[_Union[HeatmapMethod, str]]] = ..., mask_threshold: _Optional[int] = ..., steps: _Optional[int] = ...) -> None: ...
+
+class FaithfulnessResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "scores", "best_layer", "best_method", "default_heatmap_layer", "default_heatmap_method", "samples", "seconds")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    BEST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    BEST_METHOD_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_HEATMAP_LAYER_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_HEATMAP_METHOD_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    scores: _containers.RepeatedCompositeFieldContainer[FaithfulnessScore]
+    best_layer: str
+    best_method: str
+    default_heatmap_layer: str
+    default_heatmap_method: str
+    samples: int
+    seconds: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[FaithfulnessScore, _Mapping]]] = ..., best_layer: _Optional[str] = ..., best_method: _Optional[str] = ..., default_heatmap_layer: _Optional[str] = ..., default_heatmap_method: _Optional[str] = ..., samples: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...

@@ -55,6 +55,11 @@ class ExplainerStub:
                 request_serializer=cnnserve_dot_v1_dot_explainer__pb2.ListLayersRequest.SerializeToString,
                 response_deserializer=cnnserve_dot_v1_dot_explainer__pb2.ListLayersResponse.FromString,
                 _registered_method=True)
+        self.Faithfulness = channel.unary_unary(
+                '/cnnserve.v1.Explainer/Faithfulness',
+                request_serializer=cnnserve_dot_v1_dot_explainer__pb2.FaithfulnessRequest.SerializeToString,
+                response_deserializer=cnnserve_dot_v1_dot_explainer__pb2.FaithfulnessResponse.FromString,
+                _registered_method=True)
 
 
 class ExplainerServicer:
@@ -83,7 +88,16 @@ class ExplainerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLayers(self, request, context):
-        """The model's layers with their output shapes, and the defaults the other RPCs use.
+        """The model's layers with their output shapes, the defaults the other RPCs use, and how faithful the
+        heatmaps of each candidate layer and method scored at export.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Faithfulness(self, request, context):
+        """Scores the model's heatmaps for faithfulness again, on the caller's own images (bounded: at most the
+        sidecar's max_images images).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +125,11 @@ def add_ExplainerServicer_to_server(servicer, server):
                     servicer.ListLayers,
                     request_deserializer=cnnserve_dot_v1_dot_explainer__pb2.ListLayersRequest.FromString,
                     response_serializer=cnnserve_dot_v1_dot_explainer__pb2.ListLayersResponse.SerializeToString,
+            ),
+            'Faithfulness': grpc.unary_unary_rpc_method_handler(
+                    servicer.Faithfulness,
+                    request_deserializer=cnnserve_dot_v1_dot_explainer__pb2.FaithfulnessRequest.FromString,
+                    response_serializer=cnnserve_dot_v1_dot_explainer__pb2.FaithfulnessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +241,33 @@ class Explainer:
             '/cnnserve.v1.Explainer/ListLayers',
             cnnserve_dot_v1_dot_explainer__pb2.ListLayersRequest.SerializeToString,
             cnnserve_dot_v1_dot_explainer__pb2.ListLayersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Faithfulness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cnnserve.v1.Explainer/Faithfulness',
+            cnnserve_dot_v1_dot_explainer__pb2.FaithfulnessRequest.SerializeToString,
+            cnnserve_dot_v1_dot_explainer__pb2.FaithfulnessResponse.FromString,
             options,
             channel_credentials,
             insecure,
