@@ -311,9 +311,11 @@ def score_model(
     layers: Sequence[str] | None = None,
     bounds: Bounds = Bounds(),
     recorded: Sequence[str] = (),
+    check: Callable[[], None] | None = None,
 ) -> Report:
     """Score every (candidate layer, method) on samples ``x`` uint8 [N, H, W, C] (the first ``bounds.samples``),
-    with the pointing game where ``masks`` [N, H, W] are given. ``layers`` default: :func:`candidate_layers`."""
+    with the pointing game where ``masks`` [N, H, W] are given. ``layers`` default: :func:`candidate_layers`.
+    ``check`` runs before each pair (the sidecar's deadline and cancellation check: it raises to stop)."""
     started = time.monotonic()
     x = np.asarray(x)[: bounds.samples]
     masks = None if masks is None else np.asarray(masks, dtype=bool)[: bounds.samples]
@@ -326,6 +328,8 @@ def score_model(
             for i in range(bounds.randomisation_seeds)
         ]
         for method in bounds.methods:
+            if check is not None:
+                check()
             t0 = time.monotonic()
             result = cams.heatmaps(model, x, layer, method, None, bounds.score_cam_channels)
             deletion, insertion = deletion_insertion(

@@ -437,10 +437,16 @@ class ExplainerHandler:
             score_cam_channels=self.settings.default_score_cam_channels,
         )
 
-        def work() -> FaithfulnessOutput:
+        def work(job) -> FaithfulnessOutput:
             masks = None if mask_threshold is None else faithfulness.ink_masks(pixels, mask_threshold)
             report = faithfulness.score_model(
-                entry.model, pixels, masks, list(dict.fromkeys(layers or ())), bounds, recorded=[entry.default_layer]
+                entry.model,
+                pixels,
+                masks,
+                list(dict.fromkeys(layers or ())),
+                bounds,
+                recorded=[entry.default_layer],
+                check=job.check,
             )
             best = report.default
             return FaithfulnessOutput(
@@ -455,7 +461,7 @@ class ExplainerHandler:
                 report.seconds,
             )
 
-        return await self._run(work, deadline)
+        return await self._run("Faithfulness", len(pixels), work, deadline)
 
     async def list_layers(self, model: str, version: str) -> LayersOutput:
         entry = await self._entry(model, version)

@@ -150,6 +150,7 @@ def lenet5_exported(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # lenet5's 40 epochs: about 4 minutes on 2 quiet cores, 9 on busy ones
 def test_lenet5_default_points_at_ink_far_better_than_conv2_gradcam(lenet5_exported):
     from cnnserve.explainer.models import ModelTable
     from cnnserve.training.data import load_mnist, split_dataset
