@@ -310,8 +310,10 @@ class Routes:
         if "image/png" in request.headers.get("accept", ""):
             return Response(200, result.overlay_png, [(b"content-type", b"image/png")])
         heatmap = from_float_tensor(result.heatmap)
+        scored = {"faithfulness": proto_to_dict(answer.faithfulness)} if answer.HasField("faithfulness") else {}
         return json_response(
             {
+                **scored,
                 "model_name": answer.model_name,
                 "model_version": answer.model_version,
                 "layer": answer.layer,

@@ -30,6 +30,13 @@ def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("explainer-http") / "models"
     folder = write_model(root, "digits")
     add_keras_model(folder, tiny_digit_model(seed=0))
+    scored = write_model(root, "scored")
+    add_keras_model(scored, tiny_digit_model(seed=1))
+    meta = json.loads((scored / "1" / "metadata.json").read_text())
+    entry = {"layer": "conv1", "method": "grad_x_activation", "deletion_auc": 0.2, "insertion_auc": 0.8,
+             "randomisation_correlation": 0.1, "passes_randomisation": True, "score": 0.6, "seconds": 1.0}  # fmt: skip
+    meta["faithfulness"] = {"samples": 8, "source": "test", "scores": [entry], "default": {**entry}}
+    (scored / "1" / "metadata.json").write_text(json.dumps(meta))
     return root
 
 
@@ -66,6 +73,24 @@ def test_heatmap_as_json_and_as_png(main_server, image):
             {"Content-Type": "image/png", "Accept": "image/png"},
         )
         assert status == 200 and head["content-type"] == "image/png" and data.startswith(b"\x89PNG")
+
+
+def test_faithfulness_scores_as_json(main_server, image):
+    """ListLayers' scores and a heatmap's own score over HTTP; an unset pointing game is absent, not 0."""
+    with Http(main_server.server.http_port, timeout=120) as http:
+        status, layers = http.json("GET", "/v1/models/scored/explain/layers")
+        assert status == 200 and layers["default_heatmap_method"] == "grad_x_activation"
+        (entry,) = layers["faithfulness"]
+        assert entry["layer"] == "conv1" and entry["passes_randomisation"] is True and "pointing_game" not in entry
+        status, answer = http.json(
+            "POST", "/v1/models/scored/explain/heatmap", {"image": base64.b64encode(image).decode()}
+        )
+        assert status == 200 and (answer["layer"], answer["method"]) == ("conv1", "grad_x_activation")
+        assert answer["faithfulness"]["score"] == pytest.approx(0.6)
+        status, plain = http.json(
+            "POST", "/v1/models/digits/explain/heatmap", {"image": base64.b64encode(image).decode()}
+        )
+        assert status == 200 and plain["method"] == "gradcam" and "faithfulness" not in plain
 
 
 def test_layers_activations_and_filters(main_server, image):
