@@ -204,7 +204,8 @@ def verdicts(targets: dict[str, Target], model: str) -> list[dict]:
         ratios = [x / y for x, y in zip(a.rates[model], b.rates[model], strict=True) if y > 0]
         p99_lower = [x < y for x, y in zip(a.p99[model], b.p99[model], strict=True)]
         ratio = statistics.median(ratios) if ratios else float("inf")
-        lower = sum(p99_lower) > len(p99_lower) / 2
+        # A lower p99 in most rounds and in the medians: one noisy round decides neither way.
+        lower = sum(p99_lower) > len(p99_lower) / 2 and _median(a.p99[model]) < _median(b.p99[model])
         # On a pinned core the CPU time per request bounds the rate (1 core / CPU per request); other jobs'
         # contention for that core moves the rates but hardly this, so it is given beside the rate ratio.
         cpu = [y / x for x, y in zip(a.cpu_us[model], b.cpu_us[model], strict=True) if x > 0]
