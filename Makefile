@@ -41,8 +41,10 @@ test: $(STAMP_DEV)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests -q -p no:cacheprovider
-	# tritonclient registers the same protobuf symbols as our stubs, so its tests run in their own process.
+	# tritonclient registers the same protobuf symbols as our stubs, so its tests run in their own process;
+	# so do the browser tests, whose Playwright session keeps an event loop running on the main thread.
 	$(PY) -m pytest tests/compat -q -p no:cacheprovider
+	$(PY) -m pytest tests/console -q -p no:cacheprovider
 
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check .

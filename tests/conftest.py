@@ -8,10 +8,16 @@ import pytest
 from support import DIGITS
 
 
+# Areas that run in a process of their own (`pytest tests/NAME`, as `make test` does), unless named:
+# tests/compat imports tritonclient, whose protobuf symbols clash with ours; tests/console drives Chromium
+# through Playwright's sync API, which holds an event loop running on the main thread for the whole
+# session, so every later asyncio.run() in the same process would fail.
+OWN_PROCESS = ("compat", "console")
+
+
 def pytest_ignore_collect(collection_path, config):
-    """tests/compat imports tritonclient, whose protobuf symbols clash with ours: it runs in its own process
-    (`pytest tests/compat`, as `make test` does)."""
-    if collection_path.name == "compat" and not any("compat" in str(arg) for arg in config.args):
+    name = collection_path.name
+    if name in OWN_PROCESS and not any(name in str(arg) for arg in config.args):
         return True
     return None
 
