@@ -62,9 +62,13 @@ def _skip(why: str):
     pytest.skip(_NOTE[0])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context():
-    """One Chromium for the session, with a new empty profile (--user-data-dir) that is removed afterwards."""
+    """One Chromium per test module, with a new empty profile (--user-data-dir) that is removed afterwards.
+
+    Per module, not per session: Playwright's sync API keeps an event loop running on the main thread while it
+    is open, and any asyncio.run() in a later module of the same process would fail.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
