@@ -7,7 +7,6 @@ import pytest
 
 from support import DIGITS
 
-
 # Areas that run in a process of their own (`pytest tests/NAME`, as `make test` does), unless named:
 # tests/compat imports tritonclient, whose protobuf symbols clash with ours; tests/console drives Chromium
 # through Playwright's sync API, which holds an event loop running on the main thread for the whole
