@@ -61,6 +61,9 @@ def parse_config(text: str, repository: str) -> Config:
     extra_args = shlex.split(extra)
     repo = [] if "--model-repository" in extra_args else ["--model-repository", repository]
     command = [python, "-m", "cnnserve.cli", "serve", *repo, "--host", "127.0.0.1", "--grpc-port", "0"]
+    # Trees with the HTTP front door open it on 8000 by default; two such servers side by side would clash.
+    if (root / "server" / "http").is_dir() and "--http-port" not in extra_args:
+        command += ["--http-port", "-1"]
     return Config(label, [*command, "--metrics-port", "-1", *extra_args], root)
 
 
