@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from cnnserve.explainer import cams, patterns
+from cnnserve.explainer.faithfulness import spearman
 from cnnserve.explainer.graph import ExplainableModel, NotExplainable
 
 pytestmark = pytest.mark.slow
@@ -77,22 +78,6 @@ def train_planted(seed: int = 0, n: int = 3000, epochs: int = 8):
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
     return model
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation with average ranks for ties; 0 when either map is constant (no structure)."""
-
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
-        return (np.bincount(inverse, r) / counts)[inverse]
-
-    ra, rb = ranks(a.ravel()), ranks(b.ravel())
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def residual_model(seed: int = 0):
