@@ -25,21 +25,3 @@ def server(model_repo: Path):
     thread = ServerThread(model_repo).start()
     yield thread
     thread.stop()
-
-
-@pytest.fixture(scope="module")
-def shared_repo(tmp_path_factory) -> Path:
-    """What the read-only tests call: a batching model, one without metadata, one without a batch dimension."""
-    repo = tmp_path_factory.mktemp("shared") / "models"
-    write_model(repo, "tiny")
-    write_model(repo, "nometa", metadata=False)
-    write_model(repo, "single", max_batch_size=0)
-    return repo
-
-
-@pytest.fixture(scope="module")
-def shared_server(shared_repo: Path):
-    """One server for the module's read-only tests (they assert on answers, never on its counters)."""
-    thread = ServerThread(shared_repo).start()
-    yield thread
-    thread.stop()
